@@ -1,0 +1,73 @@
+"""Atomic file writes: write to a temporary file beside the target, fsync, then rename.
+
+A reader (or a resumed run after kill -9) therefore sees either the old file or the complete new
+one, never a partial JSON/TSV.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (parent folders are created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
+    """Write ``obj`` as JSON (sorted keys, trailing newline) atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=_jsonable) + "\n")
+
+
+def atomic_write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> Path:
+    """Write one JSON object per line atomically."""
+    lines = [json.dumps(r, sort_keys=True, ensure_ascii=False, default=_jsonable) for r in records]
+    return atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
+
+
+def atomic_write_tsv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """Write a tab-separated table with a header row atomically."""
+    out = ["\t".join(header)]
+    for row in rows:
+        if len(row) != len(header):
+            raise ValueError(f"{path}: row has {len(row)} fields, header has {len(header)}")
+        out.append("\t".join(_cell(v) for v in row))
+    return atomic_write_text(path, "\n".join(out) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "tolist"):  # numpy scalars/arrays
+        return o.tolist()
+    if isinstance(o, set | frozenset):
+        return sorted(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
