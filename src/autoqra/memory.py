@@ -80,8 +80,8 @@ class ModelShape:
             head_dim=int(cfg.get("head_dim") or cfg["hidden_size"] // heads),
             vocab_size=int(cfg["vocab_size"]),
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-            # Qwen2 always carries q/k/v biases; Llama-style configs say so explicitly.
-            attention_bias=bool(cfg.get("attention_bias", mt == "qwen2")),
+            # Qwen2's modeling code hard-wires q/k/v biases whatever the config says.
+            attention_bias=mt == "qwen2" or bool(cfg.get("attention_bias", False)),
             mlp_bias=bool(cfg.get("mlp_bias", False)),
             qk_norm=mt in ("qwen3", "qwen3_moe"),
         )

@@ -1,0 +1,95 @@
+"""Command line: ``autoqra memory`` (memory breakdown of a plan) and ``autoqra check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from autoqra.errors import AutoQRAError
+
+GB = 1e9
+
+
+def _fmt_bytes(n: float) -> str:
+    return f"{n / GB:9.4f} GB" if n >= 1e8 else f"{n / 2**20:9.2f} MiB"
+
+
+def cmd_memory(args: argparse.Namespace) -> int:
+    from autoqra.memory import MemoryModel, ModelShape, resolve_budget
+    from autoqra.plan import Plan
+
+    shape = ModelShape.from_path(args.model)
+    if args.plan:
+        plan = Plan.load(args.plan).check(n_blocks=shape.n_blocks, source=args.plan)
+    else:
+        plan = Plan.uniform(shape.n_blocks, args.bits, args.rank, args.backend, args.group_size)
+    mm = MemoryModel(shape, plan.backend, plan.group_size)
+    bd = mm.breakdown(plan)
+    budget = resolve_budget({"type": "uniform", "bits": args.budget_bits, "rank": args.budget_rank}, mm)
+    bd["budget"] = {"description": budget.description, "plan_bytes": budget.plan_bytes,
+                    "fits": budget.fits(bd["plan_bytes"])}
+    if args.json:
+        json.dump(bd, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"model: {args.model}  ({shape.model_type}, {shape.n_blocks} blocks, hidden {shape.hidden_size}, "
+          f"heads {shape.n_heads}/{shape.n_kv_heads} kv, intermediate {shape.intermediate_size})")
+    print(f"plan:  {args.plan or 'uniform'}  hash {plan.hash}  backend {plan.backend}  group {plan.group_size}")
+    print(f"{'block':>5} {'bits':>4} {'rank':>4} {'weights':>13} {'quant meta':>13} {'lora':>13} {'total':>13}")
+    for b in bd["blocks"]:
+        print(f"{b['block']:>5} {b['bits']:>4} {b['rank']:>4} {_fmt_bytes(b['weights'])} "
+              f"{_fmt_bytes(b['quant_meta'])} {_fmt_bytes(b['lora'])} {_fmt_bytes(b['total'])}")
+    p = bd["plan_parts"]
+    print(f"{'M(C)':>15} {_fmt_bytes(p['weights'])} {_fmt_bytes(p['quant_meta'])} {_fmt_bytes(p['lora'])} "
+          f"{_fmt_bytes(p['total'])}")
+    print("fixed 16-bit part: " + ", ".join(f"{k} {_fmt_bytes(2 * v).strip()}" for k, v in bd["fixed_params"].items())
+          + f"  = {_fmt_bytes(bd['fixed_bytes']).strip()}")
+    print(f"total: {_fmt_bytes(bd['total_bytes']).strip()}   average bits "
+          f"{plan.average_bits([shape.block_weight_params] * shape.n_blocks):.3f}   trainable LoRA params "
+          f"{bd['trainable_params']:,}")
+    verdict = "fits" if bd["budget"]["fits"] else "EXCEEDS"
+    print(f"budget ({budget.description}): {_fmt_bytes(budget.plan_bytes).strip()} -> plan {verdict}")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from autoqra.config import load_config
+
+    cfg = load_config(args.config, base_dir=args.base_dir)
+    print(f"{args.config}: valid ({len(cfg['models'])} model(s): {', '.join(cfg['models'])})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="autoqra", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("memory", help="memory breakdown of a plan for a model")
+    m.add_argument("--model", required=True, help="model directory or config.json")
+    m.add_argument("--plan", help="plan JSON; default: a uniform plan from --bits/--rank")
+    m.add_argument("--bits", type=int, default=4)
+    m.add_argument("--rank", type=int, default=8)
+    m.add_argument("--backend", default="hqq", choices=["hqq", "bnb", "none"])
+    m.add_argument("--group-size", type=int, default=128)
+    m.add_argument("--budget-bits", type=int, default=4, help="budget = uniform BITS at rank RANK")
+    m.add_argument("--budget-rank", type=int, default=8)
+    m.add_argument("--json", action="store_true", help="print the breakdown as JSON")
+    m.set_defaults(func=cmd_memory)
+    c = sub.add_parser("check-config", help="validate a pipeline config file")
+    c.add_argument("config")
+    c.add_argument("--base-dir", default=".", help="directory relative paths resolve against")
+    c.set_defaults(func=cmd_check_config)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except AutoQRAError as e:
+        print(f"autoqra {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Config loading and validation: JSON schema (defaults filled) plus the semantic checks a schema
+cannot express (files exist, budget feasible for the model's real shapes).
+
+Every error is a :class:`ConfigError` whose message names the key and what was expected, raised
+before any job runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autoqra.errors import AutoQRAError, ConfigError, ModelError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    """Read a YAML config file; ConfigError naming the file on syntax errors."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    return data
+
+
+def _validator_with_defaults(schema: Mapping):
+    import jsonschema
+
+    base = jsonschema.Draft7Validator
+
+    def fill_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if isinstance(sub, Mapping) and "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    cls = jsonschema.validators.extend(base, {"properties": fill_defaults})
+    return cls(schema)
+
+
+def _format_error(err) -> str:
+    key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed)) if isinstance(err.instance, dict) else []
+        hint = f"; allowed keys: {allowed}" if allowed else ""
+        return f"config key '{key}': unknown key(s) {extra}{hint}"
+    if err.validator == "required":
+        return f"config key '{key}': {err.message}"
+    if err.validator == "enum":
+        return f"config key '{key}': {err.instance!r} is not allowed; expected one of {err.validator_value}"
+    return f"config key '{key}': {err.message}"
+
+
+def validate_schema(cfg: Mapping, schema_path: str | os.PathLike = SCHEMA_PATH) -> dict:
+    """Schema-validate a copy of ``cfg`` and return it with defaults filled."""
+    schema = load_yaml(schema_path)
+    out = copy.deepcopy(dict(cfg))
+    errors = sorted(_validator_with_defaults(schema).iter_errors(out), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [_format_error(e) for e in errors]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+    return out
+
+
+def _resolve(path: str, base_dir: Path) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else base_dir / p
+
+
+def check_semantics(cfg: dict, base_dir: Path) -> None:
+    """Checks beyond the schema: required companions, files on disk, model specs, budget."""
+    from autoqra.memory import MemoryModel, ModelShape, resolve_budget
+    from autoqra.models import check_model_spec, peek_config
+    from autoqra.plan import Ladders
+
+    data = cfg["data"]
+    if data["source"] == "alpaca_file":
+        if not data.get("path"):
+            raise ConfigError("config key 'data.path': required when data.source is 'alpaca_file' (a .json/.jsonl file)")
+        p = _resolve(data["path"], base_dir)
+        if not p.is_file():
+            raise ConfigError(f"config key 'data.path': file {p} does not exist; expected an Alpaca-format .json/.jsonl file")
+    if data["source"] == "hub" and not data.get("id"):
+        raise ConfigError("config key 'data.id': required when data.source is 'hub' (a dataset id)")
+
+    bud = cfg["budget"]
+    if bud["type"] in ("bytes", "gb") and "value" not in bud:
+        raise ConfigError(f"config key 'budget.value': required when budget.type is '{bud['type']}'")
+    if bud["type"] == "uniform" and "value" in bud:
+        raise ConfigError("config key 'budget.value': only allowed with budget.type 'bytes' or 'gb'")
+
+    space = cfg["search_space"]
+    ladders = Ladders(tuple(space["bits"]), tuple(space["ranks"]))
+    if space["backend"] == "bnb" and set(ladders.bits) - {4, 8, 16}:
+        raise ConfigError(f"config key 'search_space.bits': backend 'bnb' supports 4, 8 and 16 bits, got {space['bits']}")
+    if space["backend"] == "none" and set(ladders.bits) != {16}:
+        raise ConfigError("config key 'search_space.bits': backend 'none' keeps weights at 16 bits; use bits [16]")
+
+    for name, spec in cfg["models"].items():
+        key = f"models.{name}"
+        if spec["source"] == "local" and spec.get("id"):
+            spec["id"] = str(_resolve(spec["id"], base_dir))
+        try:
+            check_model_spec(spec)
+            hf_cfg = peek_config(spec)
+        except ModelError as e:
+            raise ConfigError(f"config key '{key}': {e}") from None
+        if hf_cfg is None:  # hub model not cached offline: checked again when model_prepare has it
+            continue
+        shape = ModelShape.from_config(hf_cfg, source=key)
+        mm = MemoryModel(shape, space["backend"], space["group_size"])
+        resolve_budget(bud, mm, ladders)
+
+
+def validate_config(cfg: Mapping, base_dir: str | os.PathLike = ".",
+                    schema_path: str | os.PathLike = SCHEMA_PATH) -> dict:
+    """Validate ``cfg`` fully and return it with defaults filled (relative paths kept as given)."""
+    out = validate_schema(cfg, schema_path)
+    try:
+        check_semantics(out, Path(base_dir).resolve())
+    except ConfigError:
+        raise
+    except AutoQRAError as e:  # e.g. PlanError from an impossible ladder
+        raise ConfigError(f"invalid config: {e}") from None
+    return out
+
+
+def load_config(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None,
+                base_dir: str | os.PathLike = ".") -> dict:
+    """Load, merge ``overrides`` on top (deep), validate and fill defaults.
+
+    Relative paths inside the config resolve against ``base_dir`` (the directory Snakemake runs in).
+    """
+    cfg = load_yaml(path)
+    if overrides:
+        cfg = deep_merge(cfg, overrides)
+    return validate_config(cfg, base_dir=base_dir)
+
+
+def deep_merge(base: Mapping, over: Mapping) -> dict:
+    out = copy.deepcopy(dict(base))
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else copy.deepcopy(v)
+    return out
