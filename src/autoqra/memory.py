@@ -235,3 +235,35 @@ def resolve_budget(spec: Mapping, mm: MemoryModel, ladders: Ladders | None = Non
                 f"smallest possible plan ({ladders.bits[0]}-bit, rank {ladders.ranks[0]} everywhere: "
                 f"{lo / GB:.4f} GB; fixed 16-bit part {mm.fixed_bytes / GB:.4f} GB)")
     return budget
+
+
+def budget_report(shape: ModelShape, space: Mapping, budget_spec: Mapping) -> tuple[dict, list[dict]]:
+    """The resolved budget for a model plus the reference plans (uniform bit-widths, the
+    smallest and largest plans on the ladders) with their memory and whether they fit."""
+    ladders = Ladders(tuple(space["bits"]), tuple(space["ranks"]))
+    mm = MemoryModel(shape, space["backend"], space["group_size"])
+    budget = resolve_budget(budget_spec, mm, ladders)
+    r_ref = int(budget_spec.get("rank", 8))
+    refs: list[tuple[str, Plan]] = []
+    for bits in sorted(set(ladders.bits) | {16}):
+        backend = "none" if bits == 16 else mm.backend
+        if backend == "bnb" and bits not in (4, 8):
+            continue
+        refs.append((f"uniform-{bits}bit-r{r_ref}", Plan.uniform(shape.n_blocks, bits, r_ref, backend, mm.group_size)))
+    n = shape.n_blocks
+    refs.append(("smallest", Plan.uniform(n, ladders.bits[0], ladders.ranks[0], mm.backend, mm.group_size)))
+    refs.append(("largest", Plan.uniform(n, ladders.bits[-1], ladders.ranks[-1], mm.backend, mm.group_size)))
+    rows = []
+    for name, plan in refs:
+        bd = MemoryModel(shape, plan.backend, plan.group_size).breakdown(plan)
+        rows.append({"plan": name, "bits": plan.bits[0], "rank": plan.ranks[0], "backend": plan.backend,
+                     "plan_bytes": bd["plan_bytes"], "total_bytes": bd["total_bytes"],
+                     "lora_params": bd["trainable_params"], "fits_budget": budget.fits(bd["plan_bytes"])})
+    info = {"description": budget.description, "spec": dict(budget_spec), "plan_bytes": budget.plan_bytes,
+            "fixed_bytes": mm.fixed_bytes, "total_bytes": budget.plan_bytes + mm.fixed_bytes,
+            "ladders": {"bits": list(ladders.bits), "ranks": list(ladders.ranks)},
+            "backend": mm.backend, "group_size": mm.group_size, "n_blocks": n,
+            "block_weight_params": shape.block_weight_params,
+            "lora_params_per_rank": shape.lora_params_per_rank,
+            "min_plan_bytes": mm.min_plan_bytes(ladders), "max_plan_bytes": mm.max_plan_bytes(ladders)}
+    return info, rows

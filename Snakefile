@@ -1,0 +1,22 @@
+# AutoQRA pipeline: the single entry point. Stages live in workflow/rules/, the library in src/autoqra/.
+#   snakemake --cores 2                                  embedded default (SmolLM2-135M, offline, CPU)
+#   snakemake --cores 2 --configfile config/micro.yaml   tiny random model (tests, CI)
+#   snakemake --configfile config/paper.yaml --profile profiles/slurm   paper scale on a SLURM cluster
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/memory.smk"
+
+
+rule all:
+    input:
+        get_final_output(),
+    default_target: True

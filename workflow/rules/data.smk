@@ -1,0 +1,18 @@
+rule data_prepare:
+    """Write the train/validation/test splits (bundled synthetic set, Alpaca file or hub id) as JSONL."""
+    input:
+        get_data_inputs,
+    output:
+        train="results/data/{dataset}/train.jsonl",
+        validation="results/data/{dataset}/validation.jsonl",
+        test="results/data/{dataset}/test.jsonl",
+        manifest="results/data/{dataset}/manifest.json",
+    params:
+        spec=config["data"],
+        seed=config["seed"],
+    log:
+        "results/logs/data_prepare/{dataset}.log",
+    conda:
+        "../../envs/autoqra.yaml"
+    script:
+        "../scripts/data_prepare.py"

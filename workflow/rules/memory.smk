@@ -1,0 +1,16 @@
+rule memory_budget:
+    """Resolve the memory budget for a model and tabulate the reference plans against it."""
+    input:
+        config=rules.model_prepare.output.config,
+    output:
+        budget="results/memory/{model}/budget.json",
+        table="results/memory/{model}/reference_plans.tsv",
+    params:
+        space=config["search_space"],
+        budget=config["budget"],
+    log:
+        "results/logs/memory_budget/{model}.log",
+    conda:
+        "../../envs/autoqra.yaml"
+    script:
+        "../scripts/memory_budget.py"

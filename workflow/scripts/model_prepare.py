@@ -1,0 +1,10 @@
+"""Rule model_prepare: provision one base model as a plain HF directory plus manifest."""
+from pathlib import Path
+
+from autoqra.models import prepare_model
+from autoqra.runlog import setup_logging
+
+sm = snakemake  # noqa: F821  (injected by Snakemake)
+log = setup_logging(sm.log[0])
+manifest = prepare_model(sm.params.spec, Path(sm.output.config).parent, seed=sm.params.seed)
+log.info("model %s ready: %s parameters", sm.wildcards.model, manifest.get("total_params"))
