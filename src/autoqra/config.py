@@ -84,7 +84,8 @@ def _resolve(path: str, base_dir: Path) -> Path:
 def check_semantics(cfg: dict, base_dir: Path) -> None:
     """Checks beyond the schema: required companions, files on disk, model specs, budget."""
     from autoqra.memory import MemoryModel, ModelShape, resolve_budget
-    from autoqra.models import check_model_spec, peek_config
+    from autoqra.models import check_model_spec
+    from autoqra.models.peek import peek_config
     from autoqra.plan import Ladders
 
     data = cfg["data"]

@@ -24,6 +24,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp creates 0600 files; results on a shared filesystem must be readable by the group.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -50,6 +52,12 @@ def atomic_write_tsv(path: str | os.PathLike, header: Sequence[str], rows: Itera
             raise ValueError(f"{path}: row has {len(row)} fields, header has {len(header)}")
         out.append("\t".join(_cell(v) for v in row))
     return atomic_write_text(path, "\n".join(out) + "\n")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_json(path: str | os.PathLike) -> Any:

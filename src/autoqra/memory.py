@@ -226,12 +226,12 @@ def resolve_budget(spec: Mapping, mm: MemoryModel, ladders: Ladders | None = Non
         total = float(spec["value"]) * (GB if kind == "gb" else 1.0)
         budget = Budget(total - mm.fixed_bytes, f"{spec['value']} {'GB' if kind == 'gb' else 'bytes'} in total")
     else:
-        raise ConfigError(f"{key}.type: '{kind}' unknown; expected 'uniform', 'bytes' or 'gb'")
+        raise ConfigError(f"config key '{key}.type': '{kind}' unknown; expected 'uniform', 'bytes' or 'gb'")
     if ladders is not None:
         lo = mm.min_plan_bytes(ladders)
         if budget.plan_bytes < lo:
             raise ConfigError(
-                f"{key}: {budget.description} leaves {budget.plan_bytes / GB:.4f} GB for the blocks, below the "
+                f"config key '{key}': {budget.description} leaves {budget.plan_bytes / GB:.4f} GB for the blocks, below the "
                 f"smallest possible plan ({ladders.bits[0]}-bit, rank {ladders.ranks[0]} everywhere: "
                 f"{lo / GB:.4f} GB; fixed 16-bit part {mm.fixed_bytes / GB:.4f} GB)")
     return budget

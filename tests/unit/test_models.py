@@ -8,6 +8,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers/huggingface_hub read i
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import importlib.util
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -40,6 +42,11 @@ def micro_dir(tmp_path_factory) -> Path:
     return out
 
 
+def test_import_is_cheap():
+    code = "import sys, autoqra.models; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_projection_path_layout():
     assert projection_path(3, "q_proj") == "model.layers.3.self_attn.q_proj"
     assert projection_path(0, "o_proj") == "model.layers.0.self_attn.o_proj"
@@ -56,6 +63,9 @@ def test_micro_dir_is_plain_hf_and_reloads(micro_dir):
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
             "manifest.json"} <= names
     assert not list(micro_dir.parent.glob(".base.*"))  # no temp dir left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.stat().st_mode & 0o777 for p in micro_dir.iterdir()} == {0o666 & ~umask}
     model = AutoModelForCausalLM.from_pretrained(micro_dir)
     tok = AutoTokenizer.from_pretrained(micro_dir)
     assert type(model).__name__ == "LlamaForCausalLM"
@@ -69,6 +79,8 @@ def test_micro_dir_is_plain_hf_and_reloads(micro_dir):
 
 
 def test_gqa_shapes(micro_dir):
+    import torch
+
     model, _ = load_model(micro_dir, device="cpu")
     cfg = model.config
     head_dim = cfg.hidden_size // cfg.num_attention_heads
@@ -78,6 +90,8 @@ def test_gqa_shapes(micro_dir):
     assert tuple(get(projection_path(0, "k_proj")).weight.shape) == (2 * head_dim, 64)
     assert tuple(get(projection_path(0, "v_proj")).weight.shape) == (2 * head_dim, 64)
     assert tuple(get(projection_path(0, "down_proj")).weight.shape) == (64, 192)
+    bf16, _ = load_model(micro_dir, dtype="bfloat16", device="cpu")
+    assert next(bf16.parameters()).dtype == torch.bfloat16
 
 
 def test_manifest_counts_match_modules(micro_dir):
@@ -177,6 +191,7 @@ def test_smollm2_wheel_converts(tmp_path):
     assert "Q4_1" in manifest["weights_note"] and len(manifest["gguf_sha256"]) == 64
     cfg = load_config(tmp_path / "smollm2")
     assert "quantization_config" not in cfg
+    assert read_json(tmp_path / "smollm2" / "tokenizer_config.json")["model_max_length"] == 8192
     model, tok = load_model(tmp_path / "smollm2", device="cpu")
     ids = tok("The capital of France is", return_tensors="pt").input_ids
     assert model(ids).logits.shape[-1] == 49152

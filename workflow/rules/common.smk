@@ -1,4 +1,5 @@
 # Helpers, config validation and wildcard constraints. No rules here.
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,11 @@ except ConfigError as e:
     sys.exit(f"autoqra: {e}")
 config.clear()
 config.update(_validated)
+
+# Nothing downloads at run time unless the config names a hub model or dataset (paper scale).
+if "hub" not in {m["source"] for m in config["models"].values()} | {config["data"]["source"]}:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 MODELS = sorted(config["models"])
 DATASET = config["data"]["name"]

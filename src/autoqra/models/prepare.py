@@ -125,6 +125,11 @@ def _describe(model: Any, saved: Path, info: Mapping[str, Any], source: str) -> 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
     """Replace ``out_dir`` by the finished ``tmp`` with two renames (old copy removed afterwards)."""
     old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    # Temp-file writers create 0600 files; a shared results tree needs the usual umask-based mode.
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in tmp.iterdir():
+        path.chmod(0o666 & ~umask)
     if out_dir.exists():
         os.replace(out_dir, old)
     os.replace(tmp, out_dir)

@@ -49,6 +49,8 @@ def load_smollm2_wheel() -> tuple[Any, Any, dict[str, Any]]:
     # The dequantized weights are ordinary float tensors; dropping the GGUF quantizer makes
     # save_pretrained write a plain float32 checkpoint that reloads without gguf.
     model.hf_quantizer = None
+    # The GGUF carries no model_max_length, so transformers writes a 1e30 sentinel; truncation needs a real one.
+    tokenizer.model_max_length = int(model.config.max_position_embeddings)
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     try:

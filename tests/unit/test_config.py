@@ -1,0 +1,95 @@
+"""Config validation: every kind of bad config is rejected with a message naming the key."""
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from autoqra.config import load_config, load_yaml, validate_config
+from autoqra.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+MICRO = load_yaml(ROOT / "config" / "micro.yaml")
+
+
+def mutate(path: str, value, base=MICRO):
+    cfg = copy.deepcopy(base)
+    *parents, last = path.split(".")
+    node = cfg
+    for p in parents:
+        node = node[p]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return cfg
+
+
+DELETE = object()
+
+
+def test_shipped_configs_are_valid_and_defaults_filled():
+    for name in ("micro.yaml", "config.yaml", "paper.yaml"):
+        cfg = load_config(ROOT / "config" / name, base_dir=ROOT)
+        assert cfg["search_space"]["lora_alpha_per_rank"] == 2.0
+        assert cfg["budget"]["type"] == "uniform"
+    minimal = {"models": {"m": {"source": "micro"}}, "data": {"name": "d", "source": "synthetic"}}
+    cfg = validate_config(minimal)
+    assert cfg["seed"] == 0 and cfg["search_space"]["bits"] == [2, 3, 4, 8]
+    assert cfg["models"]["m"]["id"] is None and cfg["data"]["max_seq_len"] == 256
+    assert minimal == {"models": {"m": {"source": "micro"}}, "data": {"name": "d", "source": "synthetic"}}
+
+
+@pytest.mark.parametrize("path,value,expect", [
+    ("sead", 1, r"'<top level>': unknown key\(s\) \['sead'\]"),
+    ("data.n_trian", 5, r"'data': unknown key\(s\) \['n_trian'\]"),
+    ("seed", "zero", r"'seed': 'zero' is not of type 'integer'"),
+    ("data.n_val", 0, r"'data.n_val': 0 is less than the minimum of 1"),
+    ("search_space", {"bits": [2, 5]}, r"'search_space.bits.1': 5 is not allowed; expected one of \[2, 3, 4, 8, 16\]"),
+    ("search_space", {"bits": []}, r"'search_space.bits'"),
+    ("search_space", {"ranks": [8, 0]}, r"'search_space.ranks.1': 0 is less than the minimum of 1"),
+    ("search_space", {"ranks": [4.5]}, r"'search_space.ranks.0': 4.5 is not of type 'integer'"),
+    ("search_space", {"backend": "gptq"}, r"'search_space.backend': 'gptq' is not allowed"),
+    ("models", {}, r"'models'"),
+    ("data", {"name": "x"}, r"'data': 'source' is a required property"),
+    ("budget", {"type": "gb", "value": 0.0001}, r"'budget'.*below the smallest possible plan"),
+    ("budget", {"type": "uniform", "bits": 2, "rank": 1}, r"'budget'.*below the smallest possible plan"),
+    ("budget", {"type": "gb"}, r"'budget.value': required"),
+    ("data", {"name": "x", "source": "alpaca_file", "path": "no/such/file.json"}, r"'data.path'.*does not exist"),
+    ("data", {"name": "x", "source": "alpaca_file"}, r"'data.path': required"),
+    ("models", {"m": {"source": "local", "id": "/no/such/dir"}}, r"'models.m'.*/no/such/dir"),
+    ("models", {"m": {"source": "hf"}}, r"'models.m.source': 'hf' is not allowed"),
+    ("models", {"m": {"source": "micro", "micro": {"hidden_size": 60, "num_attention_heads": 7}}},
+     r"'models.m'.*divisible"),
+    ("search_space", {"backend": "bnb", "bits": [2, 4]}, r"'search_space.bits': backend 'bnb'"),
+])
+def test_bad_configs_name_the_key(path, value, expect):
+    with pytest.raises(ConfigError, match=expect):
+        validate_config(mutate(path, value), base_dir=ROOT)
+
+
+def test_several_errors_reported_at_once():
+    cfg = mutate("seed", -1, mutate("data.n_test", "many"))
+    with pytest.raises(ConfigError) as e:
+        validate_config(cfg)
+    assert "'seed'" in str(e.value) and "'data.n_test'" in str(e.value)
+
+
+def test_local_paths_resolve_against_base_dir(tmp_path):
+    (tmp_path / "data.json").write_text('[{"instruction": "a", "input": "", "output": "b"}]')
+    cfg = mutate("data", {"name": "x", "source": "alpaca_file", "path": "data.json"})
+    validate_config(cfg, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="data.path"):
+        validate_config(cfg, base_dir=ROOT)
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("models: [unclosed\n")
+    with pytest.raises(ConfigError, match="c.yaml: invalid YAML"):
+        load_config(f)
+    f.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="c.yaml: expected a mapping"):
+        load_config(f)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "none.yaml")
