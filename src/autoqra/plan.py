@@ -27,6 +27,10 @@ ATTENTION_PROJECTIONS = PROJECTIONS[:4]
 
 def projection_module(block: int, proj: str) -> str:
     """Module path of a projection inside a Llama/Qwen/Mistral-style CausalLM."""
+    if proj not in PROJECTIONS:
+        raise ValueError(f"unknown projection {proj!r}; expected one of {PROJECTIONS}")
+    if block < 0:
+        raise ValueError(f"block index must be >= 0, got {block}")
     parent = "self_attn" if proj in ATTENTION_PROJECTIONS else "mlp"
     return f"model.layers.{block}.{parent}.{proj}"
 

@@ -68,7 +68,7 @@ def test_qwen3_4b_mixed_plan_bytes():
     ranks = [4, 8, 16] * 12
     W, L, G = 100_925_440, 57_344, 100_925_440 / 128 * 4
     per_bits = {2: W * 2 / 8, 3: W * 3.2 / 8, 4: W * 4 / 8, 8: W * 8 / 8}  # 3-bit packs 10 per int32
-    expect = sum(per_bits[b] + G + L * r * 2 for b, r in zip(bits, ranks))
+    expect = sum(per_bits[b] + G + L * r * 2 for b, r in zip(bits, ranks, strict=True))
     assert mm.plan_bytes(Plan(tuple(bits), tuple(ranks))) == pytest.approx(expect, rel=1e-12)
 
 

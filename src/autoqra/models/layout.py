@@ -12,20 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from autoqra.errors import ModelError
+from autoqra.plan import PROJECTIONS, projection_module
 
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 _BLOCK_PREFIX = re.compile(r"^model\.layers\.(\d+)\.")
-
-
-def projection_path(block: int, proj: str) -> str:
-    """Module path of projection ``proj`` of block ``block`` relative to the CausalLM (Llama layout)."""
-    if proj not in PROJECTIONS:
-        raise ValueError(f"unknown projection {proj!r}; expected one of {PROJECTIONS}")
-    if block < 0:
-        raise ValueError(f"block index must be >= 0, got {block}")
-    parent = "self_attn" if proj in ATTENTION_PROJECTIONS else "mlp"
-    return f"model.layers.{block}.{parent}.{proj}"
+# The projection layout is defined once, in autoqra.plan (plans address modules by these paths).
+projection_path = projection_module
 
 
 def num_blocks(model: Any) -> int:
