@@ -26,7 +26,8 @@ from autoqra.plan import PROJECTIONS, Ladders, Plan
 GB = 1e9
 # Storage bits per weight actually used by the backend's packing (HQQ packs ten 3-bit values
 # into one int32, i.e. 3.2 bits/weight); charging the real packing keeps the budget honest.
-PACKED_BITS = {"hqq": {2: 2.0, 3: 3.2, 4: 4.0, 8: 8.0}}
+# Kept as (bits, values) per storage word so byte counts stay exact integers.
+PACKED_BITS = {"hqq": {2: (2, 1), 3: (32, 10), 4: (4, 1), 8: (8, 1)}}
 BNB_BLOCKSIZE = 64          # NF4 block size (QLoRA)
 BNB_DQ_BLOCKSIZE = 256      # double-quantization block size of the absmax constants
 
@@ -136,7 +137,8 @@ def weight_bytes(proj: ProjectionShape, bits: int, backend: str, group_size: int
     if bits == 16 or backend == "none":
         return 2.0 * n, 0.0
     if backend == "hqq":
-        return n * PACKED_BITS["hqq"][bits] / 8, math.ceil(n / group_size) * 2 * 2
+        num, den = PACKED_BITS["hqq"][bits]
+        return n * num / (8 * den), math.ceil(n / group_size) * 2 * 2
     if backend == "bnb":
         if bits == 4:  # NF4 with double quantization (QLoRA): 8-bit absmax per 64, fp32 per 256 of those
             blocks = math.ceil(n / BNB_BLOCKSIZE)

@@ -1,0 +1,115 @@
+"""The discrete search space: per-block ladder indices for bits and ranks, their memory cost
+table and the greedy repair that brings any configuration under the budget.
+
+A configuration is a ``Genome``: an int array of shape (2, n_blocks); row 0 holds indices into the
+bits ladder, row 1 indices into the ranks ladder. Working on indices keeps operators ladder-agnostic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from autoqra.plan import Plan
+
+Genome = np.ndarray  # int64, shape (2, n_blocks)
+EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Ladders, the per-block cost table ``cost[ℓ, i_bits, i_rank]`` (bytes) and the budget (bytes)."""
+
+    bits: tuple[int, ...]
+    ranks: tuple[int, ...]
+    cost: np.ndarray
+    budget: float
+    backend: str = "hqq"
+    group_size: int = 128
+
+    @classmethod
+    def from_memory_model(cls, mm, bits: Sequence[int], ranks: Sequence[int], budget: float) -> SearchSpace:
+        """Tabulate ``mm.block_cost`` (an autoqra.memory.MemoryModel) over the ladders."""
+        bits, ranks = tuple(sorted(bits)), tuple(sorted(ranks))
+        table = np.array([[mm.block_cost(b, r)["total"] for r in ranks] for b in bits])
+        cost = np.broadcast_to(table, (mm.shape.n_blocks, *table.shape)).copy()
+        return cls(bits, ranks, cost, float(budget), mm.backend, mm.group_size)
+
+    @property
+    def n_blocks(self) -> int:
+        return self.cost.shape[0]
+
+    def memory(self, g: Genome) -> float:
+        """M(C) in bytes."""
+        return float(self.cost[np.arange(self.n_blocks), g[0], g[1]].sum())
+
+    def feasible(self, g: Genome) -> bool:
+        return self.memory(g) <= self.budget * (1 + 1e-12)
+
+    def min_memory(self) -> float:
+        return float(self.cost[:, 0, 0].sum())
+
+    def uniform(self, bits: int, rank: int) -> Genome:
+        """The genome with ``bits``/``rank`` in every block (values must be on the ladders)."""
+        return np.array([[self.bits.index(bits)] * self.n_blocks, [self.ranks.index(rank)] * self.n_blocks])
+
+    def to_plan(self, g: Genome, meta: dict | None = None) -> Plan:
+        return Plan(tuple(self.bits[i] for i in g[0]), tuple(self.ranks[i] for i in g[1]),
+                    backend=self.backend, group_size=self.group_size, meta=meta or {})
+
+    def from_plan(self, plan: Plan) -> Genome:
+        plan.check(n_blocks=self.n_blocks)
+        return np.array([[self.bits.index(b) for b in plan.bits], [self.ranks.index(r) for r in plan.ranks]])
+
+    def encode(self, g: Genome) -> np.ndarray:
+        """Ordinal encoding in [0, 1]: bits indices then rank indices, each scaled by its ladder length."""
+        qb = g[0] / max(len(self.bits) - 1, 1)
+        rb = g[1] / max(len(self.ranks) - 1, 1)
+        return np.concatenate([qb, rb]).astype(float)
+
+    def key(self, g: Genome) -> bytes:
+        """Hashable identity of a genome (for de-duplication)."""
+        return np.asarray(g, dtype=np.int8).tobytes()
+
+
+def repair_to_budget(space: SearchSpace, g: Genome, imp_q: np.ndarray, imp_r: np.ndarray,
+                     low_bit_cap: float | None = None) -> Genome:
+    """Greedy repair: while over budget, apply the one-step downgrade (one block's bits or rank one
+    rung down) with the least importance lost per byte saved.
+
+    ``low_bit_cap`` (fraction of blocks) keeps blocks off the lowest bit-width while other
+    downgrades remain; it yields only when nothing else can restore feasibility.
+    """
+    g = np.array(g, dtype=np.int64, copy=True)
+    n = space.n_blocks
+    rows = np.arange(n)
+    while not space.feasible(g):
+        cur = space.cost[rows, g[0], g[1]]
+        best, best_val = None, np.inf
+        fallback, fallback_val = None, np.inf
+        n_low = int((g[0] == 0).sum())
+        for kind, imp in ((0, imp_q), (1, imp_r)):
+            for ell in range(n):
+                if g[kind, ell] == 0:
+                    continue
+                h = g.copy()
+                h[kind, ell] -= 1
+                saved = cur[ell] - space.cost[ell, h[0, ell], h[1, ell]]
+                if saved <= 0:
+                    continue
+                val = (imp[ell] + EPS) / saved
+                to_low = kind == 0 and h[0, ell] == 0
+                if low_bit_cap is not None and to_low and (n_low + 1) > low_bit_cap * n:
+                    if val < fallback_val:
+                        fallback, fallback_val = (kind, ell), val
+                    continue
+                if val < best_val:
+                    best, best_val = (kind, ell), val
+        step = best or fallback
+        if step is None:
+            raise ValueError(f"cannot repair: smallest plan needs {space.min_memory():.0f} bytes, "
+                             f"budget is {space.budget:.0f}")
+        g[step] -= 1
+    return g
