@@ -1,0 +1,131 @@
+"""Quantization backends. Each turns a dense weight into a dict of tensors (what the cache stores)
+and a dict of tensors back into a frozen layer that peft can wrap with LoRA.
+
+- ``hqq``: HQQ 2/3/4/8-bit, group-wise, fp16 scale and zero (what the memory model charges);
+- ``bnb``: bitsandbytes NF4 with double quantization (QLoRA) and LLM.int8;
+- ``none``: the dense layer is kept (16-bit plans).
+
+hqq and bitsandbytes are imported lazily so the package imports without them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+META_DTYPE = torch.float16  # HQQ scale/zero storage: the memory model charges 2 bytes each
+
+
+def hqq_quantize(weight: torch.Tensor, bits: int, group_size: int) -> dict[str, torch.Tensor]:
+    """HQQ-quantize a (out, in) weight on its device; returns HQQLinear's safetensors-ready state."""
+    from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
+
+    if weight.numel() % group_size:
+        raise ValueError(f"weight of shape {tuple(weight.shape)} is not divisible into groups of {group_size}")
+    lin = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False, device=weight.device)
+    with torch.no_grad():
+        lin.weight.copy_(weight.float())
+    layer = HQQLinear(lin, BaseQuantizeConfig(nbits=bits, group_size=group_size), del_orig=True,
+                      compute_dtype=torch.float32, device=str(weight.device))
+    for key in ("scale", "zero"):
+        layer.meta[key] = layer.meta[key].to(META_DTYPE)
+    state = layer.state_dict()
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def hqq_layer(state: dict[str, torch.Tensor], device: str, compute_dtype: torch.dtype) -> torch.nn.Module:
+    """Rebuild a frozen HQQLinear from a cached state (no re-quantization)."""
+    from hqq.core.quantize import HQQLinear
+
+    layer = HQQLinear(None, quant_config=None, compute_dtype=compute_dtype, device=device, initialize=False)
+    layer.load_state_dict({k: v.clone() for k, v in state.items()})
+    for key in ("scale", "zero"):  # keep 16-bit storage; the matmul promotes to compute dtype
+        layer.meta[key] = layer.meta[key].to(device=device, dtype=META_DTYPE if compute_dtype == torch.float32
+                                             else compute_dtype)
+    layer.W_q.requires_grad_(False)
+    return layer
+
+
+def bnb_quantize(weight: torch.Tensor, bits: int, blocksize: int = 64) -> dict[str, torch.Tensor]:
+    """NF4 (bits=4, double-quantized) or int8 (bits=8) weights plus their statistics."""
+    import bitsandbytes as bnb
+
+    w = weight.detach().float().contiguous()
+    if bits == 4:
+        p = bnb.nn.Params4bit(data=w, requires_grad=False, quant_type="nf4", compress_statistics=True,
+                              blocksize=blocksize).to(str(weight.device))
+        stats = p.quant_state.as_dict(packed=True)
+        out = {f"qs.{k}": v for k, v in stats.items()}
+        out["weight"] = p.data
+        out["shape"] = torch.tensor(list(weight.shape))
+        return {k: v.detach().cpu().contiguous() for k, v in out.items()}
+    if bits == 8:
+        p = bnb.nn.Int8Params(w, requires_grad=False, has_fp16_weights=False).to(str(weight.device))
+        return {"weight": p.data.cpu().contiguous(), "SCB": p.SCB.cpu().contiguous(),
+                "shape": torch.tensor(list(weight.shape))}
+    raise ValueError(f"bitsandbytes stores 4 (NF4) or 8 (int8) bits, not {bits}")
+
+
+def bnb_layer(state: dict[str, torch.Tensor], bits: int, device: str, compute_dtype: torch.dtype) -> torch.nn.Module:
+    """Rebuild a frozen bnb Linear4bit / Linear8bitLt from a cached state."""
+    import bitsandbytes as bnb
+
+    out_f, in_f = (int(x) for x in state["shape"].tolist())
+    if bits == 4:
+        stats = {k[3:]: v.clone() for k, v in state.items() if k.startswith("qs.")}
+        layer = bnb.nn.Linear4bit(in_f, out_f, bias=False, compute_dtype=compute_dtype, quant_type="nf4",
+                                  device="meta")
+        layer.weight = bnb.nn.Params4bit.from_prequantized(data=state["weight"].clone(), quantized_stats=stats,
+                                                            requires_grad=False, device=device)
+        return layer
+    layer = bnb.nn.Linear8bitLt(in_f, out_f, bias=False, has_fp16_weights=False, threshold=0.0, device="meta")
+    w = bnb.nn.Int8Params(state["weight"].clone().to(device), requires_grad=False, has_fp16_weights=False)
+    w.CB, w.SCB = w.data, state["SCB"].clone().to(device)
+    layer.weight = w
+    return layer
+
+
+def quantize(weight: torch.Tensor, backend: str, bits: int, group_size: int) -> dict[str, torch.Tensor]:
+    if backend == "hqq":
+        return hqq_quantize(weight, bits, group_size)
+    if backend == "bnb":
+        return bnb_quantize(weight, bits)
+    raise ValueError(f"backend {backend!r} does not quantize")
+
+
+def make_layer(state: dict[str, torch.Tensor], backend: str, bits: int, device: str,
+               compute_dtype: torch.dtype) -> torch.nn.Module:
+    if backend == "hqq":
+        return hqq_layer(state, device, compute_dtype)
+    return bnb_layer(state, bits, device, compute_dtype)
+
+
+def layer_bits(layer: torch.nn.Module) -> int:
+    """The bit-width a layer really stores its weights in (16 for dense layers)."""
+    name = type(layer).__name__
+    if name == "HQQLinear":
+        return int(layer.meta["nbits"])
+    if name == "Linear4bit":
+        return 4
+    if name == "Linear8bitLt":
+        return 8
+    if isinstance(layer, torch.nn.Linear):
+        return 16
+    raise TypeError(f"unexpected base layer type {name}")
+
+
+def stored_bytes(layer: torch.nn.Module) -> dict[str, Any]:
+    """Bytes a projection's weights really occupy: packed weights and quantization metadata."""
+    name = type(layer).__name__
+    if name == "HQQLinear":
+        w = layer.W_q.numel() * layer.W_q.element_size()
+        m = sum(layer.meta[k].numel() * 2 for k in ("scale", "zero"))  # stored in 16 bit
+        return {"weights": w, "quant_meta": m}
+    if name == "Linear4bit":
+        qs = layer.weight.quant_state
+        meta = sum(t.numel() * t.element_size() for t in (qs.absmax, qs.state2.absmax) if t is not None)
+        return {"weights": layer.weight.numel() * layer.weight.element_size(), "quant_meta": meta}
+    if name == "Linear8bitLt":
+        return {"weights": layer.weight.numel(), "quant_meta": layer.weight.SCB.numel() * 4}
+    return {"weights": layer.weight.numel() * layer.weight.element_size(), "quant_meta": 0}

@@ -1,0 +1,59 @@
+"""Adapter export in standard peft format (plus the plan) and ``load(base, plan, adapter)``,
+which rebuilds the quantized model from the cache and loads the trained adapter."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from autoqra.errors import PlanError
+from autoqra.manifest import write_manifest
+from autoqra.plan import Plan
+from autoqra.quant.build import BaseModel, BuiltModel, build
+
+
+def save_adapter(built: BuiltModel, out_dir: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Write ``adapter_model.safetensors`` + ``adapter_config.json`` (peft) and ``plan.json``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    built.model.save_pretrained(str(out))
+    built.plan.save(out / "plan.json")
+    write_manifest(out / "manifest.json", "adapter", seed=None,
+                   extra={"plan_hash": built.plan.hash, "build": built.info, **(extra or {})})
+    return out
+
+
+def load(base: str | os.PathLike | BaseModel, plan: Plan | str | os.PathLike, adapter: str | os.PathLike,
+         *, cache_dir: str | os.PathLike, device: str | None = None) -> BuiltModel:
+    """Rebuild the plan's quantized model and load the adapter's trained weights (eval mode)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    plan = plan if isinstance(plan, Plan) else Plan.load(plan)
+    adapter = Path(adapter)
+    weights = adapter / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise PlanError(f"{adapter}: no adapter_model.safetensors (expected a peft adapter directory)")
+    stored_plan = adapter / "plan.json"
+    if stored_plan.is_file() and Plan.load(stored_plan).hash != plan.hash:
+        raise PlanError(f"{adapter}: adapter was trained for plan {Plan.load(stored_plan).hash}, not {plan.hash}")
+    base_obj = base if isinstance(base, BaseModel) else BaseModel(base, device=device)
+    alpha = _alpha_per_rank(adapter)
+    built = build(base_obj.model_dir, plan, cache_dir=cache_dir, lora_dropout=0.0, alpha_per_rank=alpha,
+                  base=base_obj)
+    state = load_file(str(weights), device=base_obj.device)
+    result = set_peft_model_state_dict(built.model, state)
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    missing = [k for k in getattr(result, "missing_keys", []) or [] if "lora_" in k]
+    if unexpected or missing:
+        raise PlanError(f"{adapter}: adapter does not fit the plan (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    built.model.eval()
+    return built
+
+
+def _alpha_per_rank(adapter: Path) -> Any:
+    import json
+
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    return cfg["lora_alpha"] / cfg["r"]

@@ -1,0 +1,122 @@
+"""Quantized LoRA models from plans, on the micro model: bits and ranks land where the plan says,
+the cache returns identical tensors, adapters export and load back."""
+
+import pytest
+import torch
+
+from autoqra.errors import PlanError
+from autoqra.models import prepare_model
+from autoqra.plan import PROJECTIONS, Plan, projection_module
+from autoqra.quant import BaseModel, QuantCache, build, load, save_adapter, verify
+from autoqra.quant.backends import layer_bits
+
+MICRO = {"source": "micro", "id": None, "revision": None, "micro": None}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    d = tmp_path_factory.mktemp("micro") / "m"
+    prepare_model(MICRO, d, seed=0)
+    return BaseModel(d)
+
+
+def _module(built, block, proj):
+    return built.model.get_base_model().get_submodule(projection_module(block, proj))
+
+
+@pytest.mark.parametrize("plan", [
+    Plan((2, 3, 4, 8), (4, 8, 16, 8), group_size=32),
+    Plan((16, 4, 16, 2), (16, 4, 8, 4), group_size=64),
+    Plan((4, 8, 16, 4), (8, 8, 4, 16), backend="bnb", group_size=64),
+    Plan.uniform(4, 16, 8, backend="none"),
+])
+def test_bits_and_ranks_land_where_the_plan_says(base, tmp_path, plan):
+    built = build(base.model_dir, plan, cache_dir=tmp_path, base=base)
+    for block, (bits, rank) in enumerate(zip(plan.bits, plan.ranks, strict=True)):
+        for proj in PROJECTIONS:
+            mod = _module(built, block, proj)
+            assert layer_bits(mod.get_base_layer()) == bits
+            assert mod.r["default"] == rank and mod.lora_A["default"].weight.shape[0] == rank
+            assert mod.scaling["default"] == pytest.approx(2.0)  # alpha = 2r
+    expected_trainable = sum(r * 1216 for r in plan.ranks)  # micro: Σ(in+out) = 1216 per unit rank
+    assert built.info["trainable_params"] == expected_trainable
+    trainable = [n for n, p in built.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    ids = torch.randint(0, 500, (2, 12))
+    out = built.model(input_ids=ids, labels=ids)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert all(p.grad is not None for n, p in built.model.named_parameters() if "lora_B" in n)
+
+
+def test_cache_hit_returns_identical_weights_and_skips_quantization(base, tmp_path):
+    plan = Plan((2, 3, 4, 8), (8, 8, 8, 8), group_size=32)
+    first = build(base.model_dir, plan, cache_dir=tmp_path, base=base)
+    assert first.info["cache_misses"] == 28 and first.info["cache_hits"] == 0
+    second = build(base.model_dir, plan, cache_dir=tmp_path, base=base)
+    assert second.info["cache_misses"] == 0 and second.info["cache_hits"] == 28
+    for block in range(4):
+        a = _module(first, block, "down_proj").get_base_layer()
+        b = _module(second, block, "down_proj").get_base_layer()
+        assert torch.equal(a.W_q, b.W_q) and torch.equal(a.dequantize(), b.dequantize())
+    # a different base model gets its own cache namespace
+    assert QuantCache(tmp_path, "other").path("hqq", 32, 4, 0, "q_proj") != \
+        QuantCache(tmp_path, base.base_id).path("hqq", 32, 4, 0, "q_proj")
+
+
+def test_quantization_error_decreases_with_bits(base, tmp_path):
+    dense = base.model.get_submodule(projection_module(1, "gate_proj")).weight
+    errs = []
+    for bits in (2, 3, 4, 8):
+        built = build(base.model_dir, Plan.uniform(4, bits, 4, group_size=32), cache_dir=tmp_path, base=base)
+        w = _module(built, 1, "gate_proj").get_base_layer().dequantize()
+        errs.append((w.float() - dense).pow(2).mean().item())
+    assert errs == sorted(errs, reverse=True) and errs[-1] < errs[0] / 100
+
+
+def test_builds_do_not_touch_the_shared_base(base, tmp_path):
+    before = {n: p.clone() for n, p in base.model.named_parameters()}
+    built = build(base.model_dir, Plan.uniform(4, 16, 8, backend="none"), cache_dir=tmp_path, base=base)
+    opt = torch.optim.SGD([p for p in built.model.parameters() if p.requires_grad], lr=1.0)
+    ids = torch.randint(0, 500, (2, 12))
+    built.model(input_ids=ids, labels=ids).loss.backward()
+    opt.step()
+    assert all(torch.equal(p, before[n]) for n, p in base.model.named_parameters())
+
+
+def test_verify_fails_loudly_on_mismatch(base, tmp_path):
+    plan = Plan((4, 4, 4, 4), (8, 8, 8, 8), group_size=32)
+    built = build(base.model_dir, plan, cache_dir=tmp_path, base=base)
+    with pytest.raises(PlanError, match=r"model.layers.2.self_attn.q_proj: 4-bit, plan says 8"):
+        verify(built.model, plan.replace(bits=[4, 4, 8, 4]), 2.0)
+    with pytest.raises(PlanError, match=r"rank 8, plan says 16"):
+        verify(built.model, plan.replace(ranks=[8, 16, 8, 8]), 2.0)
+
+
+def test_plan_errors_before_work(base, tmp_path):
+    with pytest.raises(PlanError, match="plan has 3 blocks, the model has 4"):
+        build(base.model_dir, Plan.uniform(3, 4, 8), cache_dir=tmp_path, base=base)
+    with pytest.raises(PlanError, match="backend 'none'"):
+        build(base.model_dir, Plan((4, 16, 16, 16), (8,) * 4, backend="none"), cache_dir=tmp_path, base=base)
+    assert not (tmp_path / "quant").exists()
+
+
+def test_export_and_load_round_trip(base, tmp_path):
+    plan = Plan((2, 8, 16, 4), (4, 16, 8, 8), group_size=32)
+    built = build(base.model_dir, plan, cache_dir=tmp_path, base=base, seed=3)
+    with torch.no_grad():  # make the adapter non-trivial (B starts at zero)
+        for n, p in built.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02)
+    built.model.eval()
+    ids = torch.randint(0, 500, (1, 10))
+    with torch.no_grad():
+        want = built.model(input_ids=ids).logits
+    out = save_adapter(built, tmp_path / "adapter")
+    assert (out / "adapter_model.safetensors").is_file() and (out / "plan.json").is_file()
+    loaded = load(base, out / "plan.json", out, cache_dir=tmp_path)
+    with torch.no_grad():
+        got = loaded.model(input_ids=ids).logits
+    assert torch.allclose(want, got, atol=1e-5)
+    with pytest.raises(PlanError, match="trained for plan"):
+        load(base, plan.replace(ranks=[4, 4, 4, 4]), out, cache_dir=tmp_path)
