@@ -77,7 +77,8 @@ def quantize_base(base: BaseModel, plan: Plan, cache: QuantCache) -> Any:
             parent_path, name = path.rsplit(".", 1)
             dense = model.get_submodule(path)
             state = cache.get_or_create(plan.backend, plan.group_size, bits, block, proj,
-                                        lambda w=dense.weight: quantize(w.detach(), plan.backend, bits, plan.group_size))
+                                        lambda w=dense.weight, b=bits: quantize(w.detach(), plan.backend, b,
+                                                                                 plan.group_size))
             layer = make_layer(state, plan.backend, bits, base.device, compute)
             if dense.bias is not None:
                 layer.bias = dense.bias
