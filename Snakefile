@@ -19,6 +19,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/memory.smk"
+include: "workflow/rules/sensitivity.smk"
+include: "workflow/rules/search.smk"
 
 
 rule all:

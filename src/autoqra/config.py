@@ -104,6 +104,16 @@ def check_semantics(cfg: dict, base_dir: Path) -> None:
     if bud["type"] == "uniform" and "value" in bud:
         raise ConfigError("config key 'budget.value': only allowed with budget.type 'bytes' or 'gb'")
 
+    for name, fid in cfg["fidelities"].items():
+        has_steps = "steps" in fid
+        has_frac = "data_fraction" in fid or "epochs" in fid
+        if has_steps == has_frac or (has_frac and not ("data_fraction" in fid and "epochs" in fid)):
+            raise ConfigError(f"config key 'fidelities.{name}': give either 'steps' or both 'data_fraction' "
+                              f"and 'epochs', got {sorted(fid)}")
+    src = cfg["sensitivity"]["calib_source"]
+    if src != "data" and not _resolve(src, base_dir).is_file():
+        raise ConfigError(f"config key 'sensitivity.calib_source': {src} is neither 'data' nor an existing text file")
+
     space = cfg["search_space"]
     ladders = Ladders(tuple(space["bits"]), tuple(space["ranks"]))
     if space["backend"] == "bnb" and set(ladders.bits) - {4, 8, 16}:

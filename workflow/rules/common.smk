@@ -22,11 +22,19 @@ if "hub" not in {m["source"] for m in config["models"].values()} | {config["data
 
 MODELS = sorted(config["models"])
 DATASET = config["data"]["name"]
+DATA = f"results/data/{DATASET}"
+GENERATIONS = config["search"]["generations"]
+SHARDS = config["search"]["shards"]
+VARIANTS = sorted(config["search"]["variants"])
 
 
 wildcard_constraints:
     model="|".join(MODELS),
     dataset=DATASET,
+    variant="|".join(VARIANTS),
+    g=r"\d+",
+    shard=r"\d+",
+    phase="lf|hf",
 
 
 def get_model_spec(wildcards):
@@ -45,8 +53,63 @@ def model_dir(config_json):
     return str(Path(config_json).parent)
 
 
+def evaluator_params():
+    """Config sections every evaluation depends on (a change re-runs the evaluations)."""
+    from autoqra.pipeline.common import evaluator_params as _params
+
+    return _params(config)
+
+
+def get_variant(wildcards):
+    return config["search"]["variants"][wildcards.variant]
+
+
+def get_previous_select(wildcards):
+    """The selection state of generation g-1 (none for the initial population)."""
+    g = int(wildcards.g)
+    if g == 0:
+        return []
+    return f"results/search/{wildcards.model}/{wildcards.variant}/g{g - 1}/select.json"
+
+
+def get_phase_shards(wildcards, phase):
+    return expand(
+        "results/search/{model}/{variant}/g{g}/{phase}-shard{shard}.jsonl",
+        model=wildcards.model,
+        variant=wildcards.variant,
+        g=wildcards.g,
+        phase=phase,
+        shard=range(SHARDS),
+    )
+
+
+def get_lf_shards(wildcards):
+    return get_phase_shards(wildcards, "lf")
+
+
+def get_hf_shards(wildcards):
+    return get_phase_shards(wildcards, "hf")
+
+
+def get_all_search_shards(wildcards):
+    return expand(
+        "results/search/{model}/{variant}/g{g}/{phase}-shard{shard}.jsonl",
+        model=wildcards.model,
+        variant=wildcards.variant,
+        g=range(GENERATIONS + 1),
+        phase=("lf", "hf"),
+        shard=range(SHARDS),
+    )
+
+
+def get_last_select(wildcards):
+    return f"results/search/{wildcards.model}/{wildcards.variant}/g{GENERATIONS}/select.json"
+
+
 def get_final_output():
     out = []
     out += expand("results/data/{dataset}/manifest.json", dataset=DATASET)
     out += expand("results/memory/{model}/budget.json", model=MODELS)
+    out += expand("results/sensitivity/{model}/priors.tsv", model=MODELS)
+    out += expand("results/search/{model}/{variant}/front.json", model=MODELS, variant=VARIANTS)
     return out

@@ -1,0 +1,271 @@
+"""The fast validation score used by the search, and the cached plan evaluator.
+
+``score_model`` measures the token-level mean loss on response tokens and, for records that carry
+``choices``/``label``, multiple-choice accuracy: each choice is scored as the complete response
+(choice tokens + EOS, so "7" does not win as a prefix of "70") by its mean token log-probability
+(normalised by length so longer answers are not penalised), and the argmax is the prediction.
+
+``Evaluator.evaluate(plan, fidelity, seed)`` builds the quantized LoRA model, trains it for the
+fidelity, scores it on the validation split and writes an evaluation record, cached by
+(base model, plan, fidelity, seed, settings, data) so a repeated plan is never re-trained.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autoqra.data import IGNORE_INDEX, collate, load_split
+from autoqra.errors import ConfigError, ModelError, PlanError
+from autoqra.io import atomic_write_json
+from autoqra.memory import MemoryModel, ModelShape
+from autoqra.plan import Plan
+from autoqra.train import (
+    Fidelity,
+    TrainingFailed,
+    TrainSettings,
+    model_device,
+    response_loss_sum,
+    tokenize_records,
+    train_lora,
+)
+
+METRICS = ("accuracy", "neg_loss")
+RECORD_FORMAT = 1  # bump when the record's meaning changes; old cache entries are then ignored
+
+
+@dataclass
+class EvalSettings:
+    """How the validation score is computed."""
+
+    batch_size: int = 8
+    max_seq_len: int = 256
+    max_examples: int | None = None
+    metric: str = "accuracy"
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"eval.metric: {self.metric!r} unknown; expected one of {METRICS}")
+        if self.batch_size < 1:
+            raise ValueError(f"eval.batch_size must be >= 1, got {self.batch_size}")
+
+
+def _sequence_scores(model: Any, examples: Sequence[Mapping[str, list[int]]], batch_size: int,
+                     pad_id: int) -> list[tuple[float, int]]:
+    """(summed response log-prob, response token count) per tokenized example, in input order."""
+    device = model_device(model)
+    # Length-sorted batches waste little compute on padding; results go back to input order.
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(examples)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], pad_id).items()}
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            _, per_seq = response_loss_sum(model, batch)
+        counts = (batch["labels"][:, 1:] != IGNORE_INDEX).sum(dim=1)
+        for i, s, n in zip(idx, per_seq.tolist(), counts.tolist(), strict=True):
+            out[i] = (-s, int(n))
+    return out
+
+
+def score_model(model: Any, tokenizer: Any, records: Sequence[Mapping[str, Any]],
+                settings: EvalSettings) -> dict[str, Any]:
+    """Validation loss on response tokens, multiple-choice accuracy (None without choices) and the score."""
+    t0 = time.perf_counter()
+    records = list(records)[:settings.max_examples] if settings.max_examples else list(records)
+    if not records:
+        raise ValueError("no evaluation records")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    gold = tokenize_records(tokenizer, records, settings.max_seq_len)
+    mc = [r for r in records if r.get("choices") and r.get("label") is not None]
+    options = [{**r, "output": c} for r in mc for c in r["choices"]]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            scores = _sequence_scores(model, gold, settings.batch_size, pad_id)
+            opt_scores = _sequence_scores(model, tokenize_records(tokenizer, options, settings.max_seq_len),
+                                          settings.batch_size, pad_id) if options else []
+    finally:
+        model.train(was_training)
+    n_tok = sum(n for _, n in scores)
+    loss = -sum(s for s, _ in scores) / max(1, n_tok)
+    accuracy = None
+    if mc:
+        correct, k = 0, 0
+        for r in mc:
+            per_choice = [s / max(1, n) for s, n in opt_scores[k:k + len(r["choices"])]]
+            k += len(r["choices"])
+            correct += int(max(range(len(per_choice)), key=per_choice.__getitem__) == r["label"])
+        accuracy = correct / len(mc)
+    use_acc = settings.metric == "accuracy" and accuracy is not None
+    return {"loss": loss, "accuracy": accuracy, "n_examples": len(records), "n_choice_examples": len(mc),
+            "eval_seconds": time.perf_counter() - t0, "score": accuracy if use_acc else -loss}
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def base_model_sha(model_dir: str | os.PathLike) -> str:
+    """sha256 over the weight-file hashes in the model's manifest (``quant.base_id`` is its prefix)."""
+    manifest = Path(model_dir) / "manifest.json"
+    try:
+        shas = json.loads(manifest.read_text())["weights_sha256"]
+    except (OSError, KeyError, json.JSONDecodeError) as e:
+        raise ModelError(f"{manifest}: cannot read 'weights_sha256' ({e}); prepare the model with "
+                         "autoqra.models.prepare_model first") from None
+    return _sha(shas)
+
+
+def data_sha(data_dir: str | os.PathLike, splits: Iterable[str] = ("train", "validation")) -> str:
+    """Identity of the splits an evaluation reads: a hash of their file bytes."""
+    h = hashlib.sha256()
+    for split in splits:
+        p = Path(data_dir) / f"{split}.jsonl"
+        h.update(split.encode())
+        h.update(p.read_bytes() if p.is_file() else b"")
+    return h.hexdigest()
+
+
+class Evaluator:
+    """Evaluates plans (build → train for a fidelity → validation score), one cached record per
+    (base model, plan, fidelity, seed, settings, data). The base model loads lazily, once."""
+
+    def __init__(self, model_dir: str | os.PathLike, data_dir: str | os.PathLike, cache_dir: str | os.PathLike, *,
+                 fidelities: Mapping[str, Fidelity], train: TrainSettings, eval: EvalSettings,
+                 lora_dropout: float = 0.05, alpha_per_rank: float = 2.0, device: str | None = None,
+                 memory_model: MemoryModel | None = None):
+        self.model_dir, self.data_dir, self.cache_dir = Path(model_dir), Path(data_dir), Path(cache_dir)
+        self.fidelities = dict(fidelities)
+        self.train, self.eval = train, eval
+        self.lora_dropout, self.alpha_per_rank, self.device = lora_dropout, alpha_per_rank, device
+        self.shape = ModelShape.from_path(self.model_dir)
+        self.base_sha = base_model_sha(self.model_dir)
+        self._memory = {(memory_model.backend, memory_model.group_size): memory_model} if memory_model else {}
+        self.train_records = load_split(self.data_dir, "train")
+        self.val_records = load_split(self.data_dir, "validation")
+        self.data_sha = data_sha(self.data_dir)
+        self._base: Any = None
+        self._train_examples: list[dict] | None = None
+        self.n_trained = 0  # trainings run by this evaluator (cache hits do not count)
+
+    # -- keys and paths -----------------------------------------------------------------
+    def fidelity(self, name: str) -> Fidelity:
+        if name not in self.fidelities:
+            raise ConfigError(f"unknown fidelity {name!r}; configured fidelities: {sorted(self.fidelities)}")
+        return self.fidelities[name]
+
+    def settings_key(self, fidelity: Fidelity) -> dict[str, Any]:
+        """Everything besides base model, plan and seed that changes a record."""
+        return {"format": RECORD_FORMAT, "fidelity": fidelity.key(), "train": self.train.key(),
+                "eval": asdict(self.eval), "lora_dropout": self.lora_dropout,
+                "alpha_per_rank": self.alpha_per_rank, "data": self.data_sha}
+
+    def record_path(self, plan: Plan, fidelity: str, seed: int) -> Path:
+        settings8 = _sha(self.settings_key(self.fidelity(fidelity)))[:8]
+        return self.cache_dir / "evals" / self.base_sha[:12] / fidelity / f"{plan.hash}-s{seed}-{settings8}.json"
+
+    def memory_model(self, plan: Plan) -> MemoryModel:
+        key = (plan.backend, plan.group_size)
+        if key not in self._memory:
+            self._memory[key] = MemoryModel(self.shape, plan.backend, plan.group_size)
+        return self._memory[key]
+
+    def check_plan(self, plan: Plan) -> None:
+        """PlanError before any work when the plan cannot apply to this model."""
+        plan.check(n_blocks=self.shape.n_blocks, source=f"plan {plan.hash}")
+        if plan.backend == "none" and set(plan.bits) != {16}:
+            raise PlanError(f"plan {plan.hash}: backend 'none' keeps 16-bit weights; plan has bits "
+                            f"{sorted(set(plan.bits))}")
+
+    # -- evaluation -----------------------------------------------------------------------
+    def evaluate(self, plan: Plan, fidelity: str, seed: int) -> dict[str, Any]:
+        """The evaluation record of ``plan`` at ``fidelity``; from the cache when it exists."""
+        fid = self.fidelity(fidelity)
+        self.check_plan(plan)
+        path = self.record_path(plan, fidelity, seed)
+        cached = _read_record(path)
+        if cached is not None:
+            return {**cached, "cached": True}
+        record = self._run(plan, fid, seed)
+        # A CUDA OOM depends on the machine and what else runs on it: retry it next time.
+        if not (record["status"] == "failed" and str(record["reason"]).startswith("cuda_oom")):
+            atomic_write_json(path, record)
+        return {**record, "cached": False}
+
+    def evaluate_many(self, plans: Iterable[Plan], fidelity: str, seed: int) -> list[dict[str, Any]]:
+        """``evaluate`` for each plan, in order."""
+        plans = list(plans)
+        for p in plans:  # all user errors before the first (expensive) training
+            self.check_plan(p)
+        return [self.evaluate(p, fidelity, seed) for p in plans]
+
+    def _load(self) -> None:
+        if self._base is None:
+            from autoqra.quant import BaseModel
+
+            self._base = BaseModel(self.model_dir, device=self.device)
+            tok = self._base.tokenizer
+            self._train_examples = tokenize_records(tok, self.train_records, self.train.max_seq_len)
+
+    def _run(self, plan: Plan, fid: Fidelity, seed: int) -> dict[str, Any]:
+        from autoqra.quant import build
+
+        mm = self.memory_model(plan)
+        plan_bytes = mm.plan_bytes(plan)
+        rec: dict[str, Any] = {
+            "plan_hash": plan.hash, "plan": plan.to_dict(), "fidelity": fid.name, "fidelity_spec": fid.key(),
+            "seed": seed, "base_model": self.base_sha, "data": self.data_sha, "status": "ok", "reason": None,
+            "score": None, "loss": None, "accuracy": None, "train_loss": None, "loss_history": None,
+            "memory_bytes": plan_bytes, "total_memory_bytes": plan_bytes + mm.fixed_bytes,
+            "peak_memory_bytes": None, "train_seconds": None, "eval_seconds": None, "build_seconds": None,
+            "tokens_per_s": None, "steps": None, "trainable_params": None, "device": None,
+            "settings": self.settings_key(fid), "cached": False}
+        self._load()
+        built = None
+        try:
+            built = build(self.model_dir, plan, cache_dir=self.cache_dir, lora_dropout=self.lora_dropout,
+                          alpha_per_rank=self.alpha_per_rank, device=self.device, seed=seed, base=self._base)
+            rec.update(build_seconds=built.info["build_seconds"], trainable_params=built.info["trainable_params"],
+                       device=built.info["device"])
+            self.n_trained += 1
+            res = train_lora(built.model, built.tokenizer, self._train_examples, fid, self.train, seed)
+            rec.update(train_loss=res.final_loss, loss_history=res.loss_history, steps=res.steps,
+                       train_seconds=res.train_seconds, tokens_per_s=res.tokens_per_s,
+                       peak_memory_bytes=res.peak_memory_bytes)
+            scores = score_model(built.model, built.tokenizer, self.val_records, self.eval)
+            rec.update(loss=scores["loss"], accuracy=scores["accuracy"], eval_seconds=scores["eval_seconds"])
+            if not math.isfinite(scores["loss"]):
+                raise TrainingFailed(f"nan_eval_loss: validation loss {scores['loss']}")
+            rec["score"] = scores["score"]
+        except TrainingFailed as e:
+            rec.update(status="failed", reason=e.reason, score=None)
+        except torch.OutOfMemoryError as e:  # while building or scoring (training converts its own)
+            rec.update(status="failed", reason=f"cuda_oom: {str(e).splitlines()[0] if str(e) else 'out of memory'}",
+                       score=None)
+        finally:
+            del built
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        return rec
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """A stored record, or None when absent or unreadable (then it is recomputed)."""
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return rec if isinstance(rec, dict) and "status" in rec else None

@@ -1,0 +1,67 @@
+"""Shared constructors for stage steps: the search space of a model, the evaluator, the priors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autoqra.io import read_json
+from autoqra.memory import MemoryModel, ModelShape
+from autoqra.search.space import SearchSpace
+
+
+def search_space(model_dir: str | os.PathLike, space_cfg: Mapping[str, Any], budget_json: str | os.PathLike) -> SearchSpace:
+    """The model's search space with the budget resolved by rule memory_budget."""
+    shape = ModelShape.from_path(model_dir)
+    mm = MemoryModel(shape, space_cfg["backend"], space_cfg["group_size"])
+    budget = float(read_json(budget_json)["plan_bytes"])
+    return SearchSpace.from_memory_model(mm, space_cfg["bits"], space_cfg["ranks"], budget)
+
+
+def load_priors(priors_tsv: str | os.PathLike | None, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised (I_q, I_r) from Stage 0, or flat priors when none are given."""
+    if priors_tsv is None:
+        return np.full(n_blocks, 0.5), np.full(n_blocks, 0.5)
+    from autoqra.sensitivity import read_priors
+
+    iq, ir = read_priors(priors_tsv)
+    if len(iq) != n_blocks:
+        raise ValueError(f"{priors_tsv}: priors for {len(iq)} blocks, the model has {n_blocks}")
+    return iq, ir
+
+
+def make_evaluator(model_dir: str | os.PathLike, data_dir: str | os.PathLike, cache_dir: str | os.PathLike,
+                   params: Mapping[str, Any]):
+    """An Evaluator from the config sections passed as rule params (training, evaluation, fidelities)."""
+    from autoqra.evaluate import EvalSettings, Evaluator
+    from autoqra.train import Fidelity, TrainSettings
+
+    seq = int(params["max_seq_len"])
+    train = TrainSettings(**params["training"], max_seq_len=seq, progress=False)
+    ev = EvalSettings(**params["evaluation"], max_seq_len=seq)
+    fids = {name: Fidelity.from_dict(name, spec) for name, spec in params["fidelities"].items()}
+    return Evaluator(model_dir, data_dir, cache_dir, fidelities=fids, train=train, eval=ev,
+                     lora_dropout=params["lora_dropout"], alpha_per_rank=params["alpha_per_rank"],
+                     device=params.get("device"))
+
+
+def evaluator_params(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config sections an Evaluator depends on (passed to rules as one param)."""
+    return {"training": dict(config["training"]), "evaluation": dict(config["evaluation"]),
+            "fidelities": {k: dict(v) for k, v in config["fidelities"].items()},
+            "max_seq_len": config["data"]["max_seq_len"],
+            "lora_dropout": config["search_space"]["lora_dropout"],
+            "alpha_per_rank": config["search_space"]["lora_alpha_per_rank"]}
+
+
+def shard_of(items: list, shard: int, shards: int) -> list[int]:
+    """Indices of ``items`` that shard ``shard`` of ``shards`` evaluates (round robin)."""
+    return [i for i in range(len(items)) if i % shards == shard]
+
+
+def as_path(p: Any) -> Path | None:
+    return None if p in (None, "") else Path(p)

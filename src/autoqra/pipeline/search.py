@@ -1,0 +1,170 @@
+"""Stage 1 as file steps, one per Snakemake job (static DAG, one chain per search variant):
+
+    search_propose(g) → search_evaluate(g, lf, shard) → search_promote(g)
+                      → search_evaluate(g, hf, shard) → search_select(g) → search_propose(g+1) … → search_front
+
+Each step rebuilds ``EvolutionarySearch`` from the previous step's JSON state (RNG included), so a
+killed run resumes on the same trajectory; evaluations go through the cached Evaluator, so a
+re-run or early-stopped generation costs nothing. Generation 0 evaluates the initial population
+at LF and HF (the performance model's first pairs). After an early stop the remaining generations
+pass the state through with no candidates.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autoqra.io import atomic_write_json, atomic_write_jsonl, atomic_write_tsv, read_json
+from autoqra.manifest import build_manifest
+from autoqra.pipeline.common import load_priors, search_space, shard_of
+from autoqra.search.evolution import EvolutionarySearch, EvolutionSettings
+
+RECORD_COLUMNS = ("generation", "phase", "fidelity", "plan_hash", "bits", "ranks", "status", "reason", "score",
+                  "loss", "accuracy", "memory_bytes", "train_seconds", "eval_seconds", "steps", "cached")
+
+
+class SearchContext:
+    """What every step needs: the space, priors and settings of one search variant."""
+
+    def __init__(self, model_dir: str | os.PathLike, space_cfg: Mapping, budget_json: str | os.PathLike,
+                 priors_tsv: str | os.PathLike | None, search_cfg: Mapping, variant: Mapping, seed: int):
+        self.space = search_space(model_dir, space_cfg, budget_json)
+        self.imp_q, self.imp_r = load_priors(priors_tsv, self.space.n_blocks)
+        keys = set(EvolutionSettings.__dataclass_fields__)
+        self.settings = EvolutionSettings(**{k: v for k, v in {**search_cfg, **variant}.items() if k in keys})
+        self.seed = int(seed)
+
+    def new(self) -> EvolutionarySearch:
+        return EvolutionarySearch(self.space, self.imp_q, self.imp_r, self.settings, self.seed)
+
+    def restore(self, state_file: str | os.PathLike) -> tuple[EvolutionarySearch, dict]:
+        doc = read_json(state_file)
+        return EvolutionarySearch.from_state(self.space, self.imp_q, self.imp_r, doc["state"]), doc
+
+
+def _write_phase(path, search: EvolutionarySearch, generation: int, phase: str, candidates: Sequence,
+                 done: bool, **extra) -> None:
+    atomic_write_json(path, {"generation": generation, "phase": phase, "done": done,
+                             "candidates": [np.asarray(g).tolist() for g in candidates],
+                             "state": search.state_dict(), **extra})
+
+
+def propose(ctx: SearchContext, prev_select: str | os.PathLike | None, generation: int, out: str | os.PathLike) -> None:
+    """Offspring of ``generation`` (the initial population for 0) to evaluate at LF."""
+    if generation == 0:
+        search = ctx.new()
+        kids, done = search.initial_population(), False
+    else:
+        search, doc = ctx.restore(prev_select)
+        done = doc["done"]
+        kids = [] if done else search.propose(generation)
+    lf = kids if search.settings.multi_fidelity else []
+    _write_phase(out, search, generation, "lf", lf, done, offspring=[g.tolist() for g in kids])
+
+
+def _records(files: Sequence[str | os.PathLike]) -> dict[int, dict]:
+    """Shard outputs merged: candidate index -> evaluation record."""
+    from autoqra.data import load_jsonl
+
+    out: dict[int, dict] = {}
+    for f in files:
+        for rec in load_jsonl(f):
+            out[int(rec["index"])] = rec
+    return out
+
+
+def _scores(candidates: list, records: dict[int, dict]) -> list[float | None]:
+    missing = [i for i in range(len(candidates)) if i not in records]
+    if missing:
+        raise RuntimeError(f"evaluation records missing for candidates {missing}")
+    return [records[i]["score"] if records[i]["status"] == "ok" else None for i in range(len(candidates))]
+
+
+def promote(ctx: SearchContext, lf_phase: str | os.PathLike, lf_shards: Sequence, out: str | os.PathLike) -> None:
+    """Tell the LF scores and choose which offspring get an HF evaluation."""
+    search, doc = ctx.restore(lf_phase)
+    g, offspring = doc["generation"], [np.array(x) for x in doc["offspring"]]
+    if doc["done"]:
+        _write_phase(out, search, g, "hf", [], True, offspring=doc["offspring"])
+        return
+    if not search.settings.multi_fidelity:
+        chosen = offspring
+    else:
+        lf = _scores(doc["candidates"], _records(lf_shards))
+        _check_not_all_failed(lf, g, "lf")
+        search.tell(offspring, "lf", lf)
+        chosen = offspring if g == 0 else [offspring[i] for i in search.promote(offspring, lf)]
+    _write_phase(out, search, g, "hf", chosen, False, offspring=doc["offspring"])
+
+
+def select(ctx: SearchContext, hf_phase: str | os.PathLike, hf_shards: Sequence, out: str | os.PathLike) -> None:
+    """Tell the HF scores and run environmental selection."""
+    search, doc = ctx.restore(hf_phase)
+    g = doc["generation"]
+    if not doc["done"]:
+        hf = _scores(doc["candidates"], _records(hf_shards))
+        _check_not_all_failed(hf, g, "hf")
+        search.tell([np.array(x) for x in doc["candidates"]], "hf", hf)
+        search.select()
+    atomic_write_json(out, {"generation": g, "done": doc["done"] or search.done(), "state": search.state_dict(),
+                            "hypervolume": search.history[-1] if search.history else 0.0,
+                            "population": [x.tolist() for x in search.population]})
+
+
+def _check_not_all_failed(scores: list, generation: int, phase: str) -> None:
+    if scores and all(s is None for s in scores):
+        raise RuntimeError(f"generation {generation}: every {phase.upper()} evaluation failed "
+                           f"({len(scores)} candidates); see the reasons in the shard records")
+
+
+def evaluate(ctx: SearchContext, phase_file: str | os.PathLike, shard: int, shards: int, evaluator: Any,
+             seed: int, out: str | os.PathLike) -> list[dict]:
+    """Evaluate this shard's candidates at the phase's fidelity (cached); one JSONL record each."""
+    doc = read_json(phase_file)
+    cands = doc["candidates"]
+    recs = []
+    for i in shard_of(cands, shard, shards):
+        plan = ctx.space.to_plan(np.array(cands[i]))
+        rec = evaluator.evaluate(plan, doc["phase"], seed)
+        recs.append({**rec, "index": i, "genome": cands[i], "generation": doc["generation"], "phase": doc["phase"]})
+    atomic_write_jsonl(out, recs)
+    return recs
+
+
+def front(ctx: SearchContext, last_select: str | os.PathLike, shard_files: Sequence, out_dir: str | os.PathLike,
+          manifest_config: Mapping | None = None) -> dict:
+    """Write the Pareto front, every evaluation record, the hypervolume history and a manifest."""
+    out = Path(out_dir)
+    search, doc = ctx.restore(last_select)
+    front_rows = []
+    for genome, score, mem in search.front():
+        plan = ctx.space.to_plan(genome)
+        front_rows.append({"plan": plan.to_dict(), "plan_hash": plan.hash, "hf_score": score, "memory_bytes": mem,
+                           "genome": genome.tolist()})
+    from autoqra.data import load_jsonl
+
+    rows = []
+    for f in shard_files:
+        for r in load_jsonl(f):
+            rows.append([r["generation"], r["phase"], r["fidelity"], r["plan_hash"],
+                         ",".join(map(str, r["plan"]["bits"])), ",".join(map(str, r["plan"]["ranks"])),
+                         r["status"], r["reason"] or "", r["score"], r["loss"], r["accuracy"], r["memory_bytes"],
+                         r["train_seconds"], r["eval_seconds"], r["steps"], r.get("cached", False)])
+    rows.sort(key=lambda r: (r[0], r[1] != "lf", r[3]))
+    atomic_write_tsv(out / "records.tsv", RECORD_COLUMNS, rows)
+    atomic_write_tsv(out / "hypervolume.tsv", ("generation", "hypervolume"), list(enumerate(search.history)))
+    n_lf = sum(1 for r in rows if r[2] == "lf")
+    n_hf = sum(1 for r in rows if r[2] == "hf")
+    summary = {"front": front_rows, "budget_bytes": ctx.space.budget, "generations_run": search.generation,
+               "stopped_early": search.generation < ctx.settings.generations, "evaluations": {"lf": n_lf, "hf": n_hf},
+               "fresh_evaluations": sum(1 for r in rows if not r[-1]),
+               "archive": search.state_dict()["archive"], "settings": vars(ctx.settings)}
+    atomic_write_json(out / "front.json", summary)
+    atomic_write_json(out / "manifest.json", build_manifest("search_front", manifest_config, ctx.seed,
+                                                            extra={"evaluations": summary["evaluations"]}))
+    return summary

@@ -1,0 +1,335 @@
+"""Stage 0: per-block sensitivity priors ``I_q`` (quantization fidelity) and ``I_r`` (adapter plasticity).
+
+- ``I_q(ℓ)``: mean per-token Jensen–Shannon divergence (nats) between the 16-bit model's next-token
+  distribution and that of the model with block ℓ alone at the lowest bit-width, on calibration text.
+- ``I_r(ℓ)``: how much the fine-tuning loss gains from adapter capacity at block ℓ; see ``plasticity``
+  for the two estimators (``grad_norm``, default, and ``loss_drop``).
+
+Both are min-max normalised to [0, 1]; ``combined`` is their mean. Deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from autoqra.data import collate, format_prompt, load_split, tokenize_example
+from autoqra.errors import DatasetError
+from autoqra.io import atomic_write_tsv
+from autoqra.plan import DEFAULT_BITS_LADDER, Plan
+from autoqra.quant.build import BaseModel, build, quantize_base
+from autoqra.quant.cache import QuantCache
+
+PRIOR_COLUMNS = ("block", "iq_raw", "iq_norm", "ir_raw", "ir_norm", "combined")
+PLASTICITY_METHODS = ("grad_norm", "loss_drop")
+
+
+@dataclass
+class SensitivitySettings:
+    """Stage-0 knobs; saved in the summary beside the priors."""
+
+    n_calib: int = 16  # calibration sequences
+    calib_len: int = 128  # tokens per calibration sequence
+    calib_source: str = "data"  # "data" (training split, prompt template + response) or a plain-text file
+    calib_batch_size: int = 4
+    low_bits: int | None = None  # None: the lowest rung of bits_ladder
+    bits_ladder: tuple[int, ...] = DEFAULT_BITS_LADDER
+    plasticity: str = "grad_norm"  # or "loss_drop"
+    r_max: int = 16
+    grad_batches: int = 4  # batches averaged for grad_norm; held-out batches for loss_drop
+    batch_size: int = 4
+    max_seq_len: int = 256
+    loss_drop_steps: int = 10
+    lr: float = 1e-3  # loss_drop only; a 10-step probe needs a larger step than full fine-tuning
+    alpha_per_rank: float = 2.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.plasticity not in PLASTICITY_METHODS:
+            raise ValueError(f"sensitivity.plasticity: expected one of {list(PLASTICITY_METHODS)}, "
+                             f"got {self.plasticity!r}")
+        for key in ("n_calib", "calib_len", "calib_batch_size", "r_max", "grad_batches", "batch_size",
+                    "loss_drop_steps"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"sensitivity.{key}: expected a positive integer, got {getattr(self, key)!r}")
+        self.bits_ladder = tuple(int(b) for b in self.bits_ladder)
+
+    @property
+    def resolved_low_bits(self) -> int:
+        """The bit-width every block is probed at."""
+        bits = int(self.low_bits if self.low_bits is not None else min(self.bits_ladder))
+        if bits >= 16:
+            raise ValueError(f"sensitivity.low_bits: {bits}-bit is not quantized; expected one of 2, 3, 4, 8")
+        return bits
+
+
+# -- calibration data ------------------------------------------------------------------
+def calibration_ids(tokenizer: Any, settings: SensitivitySettings, records: list[dict] | None = None) -> torch.Tensor:
+    """``(n, calib_len)`` token windows cut from concatenated calibration text (n ≤ n_calib)."""
+    need = settings.n_calib * settings.calib_len
+    eos = tokenizer.eos_token_id
+    ids: list[int] = []
+    if settings.calib_source == "data":
+        if not records:
+            raise DatasetError("sensitivity calibration: the training split has no records")
+        order = list(range(len(records)))
+        random.Random(settings.seed).shuffle(order)
+        for i in order:  # rendered exactly as the model sees them in fine-tuning
+            r = records[i]
+            ids += tokenizer(format_prompt(r) + str(r["output"]), add_special_tokens=False)["input_ids"] + [eos]
+            if len(ids) >= need:
+                break
+        where = "the training split"
+    else:
+        path = Path(settings.calib_source)
+        if not path.is_file():
+            raise DatasetError(f"sensitivity.calib_source: {path} is not a file (expected 'data' or a "
+                               "plain-text file)")
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:  # line by line: only the first ``need`` tokens are ever tokenized
+                ids += tokenizer(line, add_special_tokens=False)["input_ids"]
+                if len(ids) >= need:
+                    break
+        where = str(path)
+    n = min(settings.n_calib, len(ids) // settings.calib_len)
+    if n == 0:
+        raise DatasetError(f"sensitivity calibration: {where} has {len(ids)} tokens, fewer than one "
+                           f"window of calib_len={settings.calib_len}")
+    return torch.tensor(ids[: n * settings.calib_len], dtype=torch.long).view(n, settings.calib_len)
+
+
+# -- fidelity I_q ------------------------------------------------------------------------
+def jsd_from_logits(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-position Jensen–Shannon divergence (nats, in [0, ln 2]) between softmax(a) and softmax(b)."""
+    return _jsd_logp(torch.log_softmax(a.float(), -1), torch.log_softmax(b.float(), -1))
+
+
+def _jsd_logp(lp: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+    # log M = log(½(P+Q)) in log space: no underflow for tokens either model finds improbable.
+    lm = torch.logaddexp(lp, lq) - math.log(2.0)
+    kl_pm = (lp.exp() * (lp - lm)).sum(-1)
+    kl_qm = (lq.exp() * (lq - lm)).sum(-1)
+    return (0.5 * (kl_pm + kl_qm)).clamp(0.0, math.log(2.0))  # clamp rounding only
+
+
+@torch.no_grad()
+def _log_probs(model: Any, calib: torch.Tensor, batch_size: int, device: str) -> list[torch.Tensor]:
+    out = []
+    for i in range(0, len(calib), batch_size):
+        logits = model(input_ids=calib[i:i + batch_size].to(device), use_cache=False).logits
+        out.append(torch.log_softmax(logits.float(), -1))
+    return out
+
+
+@torch.no_grad()
+def fidelity_sensitivity(base: BaseModel, cache: QuantCache, settings: SensitivitySettings, backend: str,
+                         group_size: int, calib: torch.Tensor | None = None,
+                         records: list[dict] | None = None) -> np.ndarray:
+    """Raw ``I_q``: mean per-token JSD between the 16-bit base and the base with block ℓ alone at low bits."""
+    if backend == "none":  # a 16-bit-only search has no quantizer to probe with
+        raise ValueError("sensitivity: backend 'none' does not quantize; use 'hqq' or 'bnb' for I_q")
+    if calib is None:
+        calib = calibration_ids(base.tokenizer, settings, records)
+    bs, n = settings.calib_batch_size, base.n_blocks
+    reference = _log_probs(base.model, calib, bs, base.device)  # computed once, reused for every block
+    low = settings.resolved_low_bits
+    iq = np.zeros(n)
+    for block in range(n):
+        bits = tuple(low if b == block else 16 for b in range(n))
+        model = quantize_base(base, Plan(bits, (1,) * n, backend=backend, group_size=group_size), cache)
+        total = 0.0
+        for ref, lq in zip(reference, _log_probs(model, calib, bs, base.device), strict=True):
+            total += _jsd_logp(ref, lq).double().sum().item()
+        iq[block] = total / calib.numel()
+        del model  # one block's quantized copy alive at a time
+    return iq
+
+
+# -- plasticity I_r ----------------------------------------------------------------------
+def _batches(tokenizer: Any, records: list[dict], settings: SensitivitySettings, n_batches: int,
+             offset: int = 0) -> list[dict[str, torch.Tensor]]:
+    """``n_batches`` response-only-loss batches from a seeded permutation (cycled if short)."""
+    order = torch.randperm(len(records), generator=torch.Generator().manual_seed(settings.seed)).tolist()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out = []
+    for b in range(n_batches):
+        idx = [order[(offset + b * settings.batch_size + j) % len(order)] for j in range(settings.batch_size)]
+        out.append(collate([tokenize_example(tokenizer, records[i], settings.max_seq_len) for i in idx], pad))
+    return out
+
+
+def _loss(model: Any, batch: dict[str, torch.Tensor], device: str) -> torch.Tensor:
+    return model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False).loss
+
+
+def _lora_params(model: Any, block: int, kind: str = "lora_") -> list[torch.nn.Parameter]:
+    prefix = f".layers.{block}."
+    return [p for name, p in model.named_parameters() if prefix in name and kind in name]
+
+
+def plasticity(base: BaseModel, cache: QuantCache, tokenizer: Any, records: list[dict],
+               settings: SensitivitySettings) -> np.ndarray:
+    """Raw ``I_r`` per block, by ``settings.plasticity``.
+
+    ``grad_norm`` (default; cost: ``grad_batches`` forward+backward passes in all). Rank-``r_max``
+    LoRA on every block of the 16-bit model. At init B = 0, so ∇_A L = Bᵀ(…) = 0 while
+    ∇_B L = (∂L/∂h)(A x)ᵀ·α/r ≠ 0: the first SGD step of size η on block ℓ's adapter lowers the
+    loss by η·‖∇_{B_ℓ} L‖² to first order. I_r(ℓ) is ‖∇_{B_ℓ} L‖² summed over the block's 7
+    projections and averaged over ``grad_batches`` batches of task data (loss on response tokens).
+
+    ``loss_drop`` (cost: n_blocks × ``loss_drop_steps`` forward+backward passes plus n_blocks ×
+    ``grad_batches`` evaluation passes — for 30 blocks and 10 steps, ~300 training steps). For each
+    block ℓ, a rank-``r_max`` adapter that trains at ℓ only (all other adapters frozen at B = 0,
+    i.e. inactive) is trained for ``loss_drop_steps`` AdamW steps from the same seeded init on the
+    same batches; I_r(ℓ) = held-out loss before − after. It may be negative when a block overfits.
+    """
+    n = base.n_blocks
+    cache_dir = cache.root.parents[1]  # QuantCache keeps <cache_dir>/quant/<base_id>
+    built = build(base.model_dir, Plan.uniform(n, 16, settings.r_max, backend="none"), cache_dir=cache_dir,
+                  base=base, seed=settings.seed, lora_dropout=0.0, alpha_per_rank=settings.alpha_per_rank)
+    model = built.model
+    model.eval()  # no dropout anywhere: the probe is deterministic
+    if settings.plasticity == "grad_norm":
+        ir = np.zeros(n)
+        for batch in _batches(tokenizer, records, settings, settings.grad_batches):
+            model.zero_grad(set_to_none=True)
+            _loss(model, batch, base.device).backward()
+            for block in range(n):
+                ir[block] += sum(p.grad.double().pow(2).sum().item() for p in _lora_params(model, block, "lora_B"))
+        return ir / settings.grad_batches
+    held_out = _batches(tokenizer, records, settings, settings.grad_batches)
+    train = _batches(tokenizer, records, settings, settings.loss_drop_steps,
+                     offset=settings.grad_batches * settings.batch_size)
+    init = {name: p.detach().clone() for name, p in model.named_parameters() if "lora_" in name}
+
+    def held_out_loss() -> float:
+        with torch.no_grad():
+            return float(np.mean([_loss(model, b, base.device).item() for b in held_out]))
+
+    before = held_out_loss()  # B = 0 everywhere: the base model's loss, the same for every block
+    ir = np.zeros(n)
+    for block in range(n):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name in init:
+                    p.copy_(init[name])
+                    p.requires_grad_(False)
+        params = _lora_params(model, block)
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
+        for batch in train:
+            opt.zero_grad(set_to_none=True)
+            _loss(model, batch, base.device).backward()
+            opt.step()
+        ir[block] = before - held_out_loss()
+    return ir
+
+
+# -- normalisation, correlations -------------------------------------------------------
+def normalise(x: Any) -> np.ndarray:
+    """Min-max to [0, 1]; a constant vector carries no ranking and maps to all 0.5."""
+    x = np.asarray(x, dtype=float)
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"cannot normalise non-finite sensitivities: {x.tolist()}")
+    span = x.max() - x.min() if x.size else 0.0
+    return np.full_like(x, 0.5) if span <= 0 else (x - x.min()) / span
+
+
+def _topk(x: np.ndarray, k: int) -> set[int]:
+    return set(np.argsort(-x, kind="stable")[:k].tolist())  # ties resolved by block index
+
+
+def correlations(iq: Any, ir: Any, k: int | None = None) -> dict[str, Any]:
+    """Pearson, Spearman (None where undefined, e.g. a constant vector) and top-k overlap of I_q and I_r."""
+    from scipy import stats
+
+    iq, ir = np.asarray(iq, dtype=float), np.asarray(ir, dtype=float)
+    if iq.shape != ir.shape or iq.ndim != 1:
+        raise ValueError(f"correlations need two vectors of equal length, got {iq.shape} and {ir.shape}")
+    n = len(iq)
+    k = max(1, n // 4) if k is None else int(k)
+    if not 1 <= k <= n:
+        raise ValueError(f"top-k overlap: k must be in 1..{n}, got {k}")
+    defined = n >= 2 and np.ptp(iq) > 0 and np.ptp(ir) > 0
+    pearson = float(stats.pearsonr(iq, ir)[0]) if defined else None
+    spearman = float(stats.spearmanr(iq, ir)[0]) if defined else None
+    return {"pearson": pearson, "spearman": spearman, "k": k,
+            "topk_overlap": len(_topk(iq, k) & _topk(ir, k)) / k}
+
+
+# -- the stage -------------------------------------------------------------------------
+def run_sensitivity(model_dir: str | os.PathLike, data_dir: str | os.PathLike, cache_dir: str | os.PathLike,
+                    settings: SensitivitySettings, backend: str, group_size: int,
+                    device: str | None = None) -> tuple[list[dict], dict]:
+    """Both priors for every block: ``(rows, summary)`` with correlations, timings and settings."""
+    t0 = time.perf_counter()
+    torch.manual_seed(settings.seed)
+    base = BaseModel(model_dir, device=device)
+    cache = QuantCache(cache_dir, base.base_id)
+    records = load_split(data_dir, "train")
+    timings = {"load": time.perf_counter() - t0}
+    t = time.perf_counter()
+    calib = calibration_ids(base.tokenizer, settings, records)
+    timings["calibration"] = time.perf_counter() - t
+    t = time.perf_counter()
+    iq = fidelity_sensitivity(base, cache, settings, backend, group_size, calib=calib)
+    timings["fidelity"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ir = plasticity(base, cache, base.tokenizer, records, settings)
+    timings["plasticity"] = time.perf_counter() - t
+    iq_n, ir_n = normalise(iq), normalise(ir)
+    rows = [{"block": b, "iq_raw": float(iq[b]), "iq_norm": float(iq_n[b]), "ir_raw": float(ir[b]),
+             "ir_norm": float(ir_n[b]), "combined": float((iq_n[b] + ir_n[b]) / 2)} for b in range(base.n_blocks)]
+    timings["total"] = time.perf_counter() - t0
+    summary = {"correlations": correlations(iq, ir), "timings": {k: round(v, 3) for k, v in timings.items()},
+               "settings": {**asdict(settings), "low_bits": settings.resolved_low_bits, "backend": backend,
+                            "group_size": group_size},
+               "n_calib_tokens": int(calib.numel()), "n_calib_sequences": int(calib.shape[0]),
+               "base_id": base.base_id, "device": base.device,
+               "quant_cache": {"hits": cache.hits, "misses": cache.misses}}
+    return rows, summary
+
+
+def write_priors(rows: list[dict], tsv_path: str | os.PathLike) -> Path:
+    """Write the priors table (one row per block, PRIOR_COLUMNS) atomically."""
+    return atomic_write_tsv(tsv_path, PRIOR_COLUMNS, [[r[c] for c in PRIOR_COLUMNS] for r in rows])
+
+
+def read_priors(tsv_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """``(imp_q, imp_r)``: the normalised priors in block order, validated; DatasetError names the file."""
+    path = Path(tsv_path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: priors file not found (run the sensitivity stage first)")
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh, delimiter="\t")
+        missing = [c for c in ("block", "iq_norm", "ir_norm") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DatasetError(f"{path}: missing column(s) {missing}; expected {list(PRIOR_COLUMNS)}")
+        rows = list(reader)
+    if not rows:
+        raise DatasetError(f"{path}: no rows (expected one per block)")
+    parsed = []
+    for line, r in enumerate(rows, start=2):
+        try:
+            block, q, s = int(r["block"]), float(r["iq_norm"]), float(r["ir_norm"])
+        except (TypeError, ValueError):
+            raise DatasetError(f"{path}: line {line}: expected an integer block and numeric iq_norm/ir_norm, "
+                               f"got {r['block']!r}, {r['iq_norm']!r}, {r['ir_norm']!r}") from None
+        if not (math.isfinite(q) and math.isfinite(s) and 0.0 <= q <= 1.0 and 0.0 <= s <= 1.0):
+            raise DatasetError(f"{path}: line {line}: iq_norm/ir_norm must be finite and in [0, 1], got {q}, {s}")
+        parsed.append((block, q, s))
+    parsed.sort()
+    blocks = [b for b, _, _ in parsed]
+    if blocks != list(range(len(parsed))):
+        raise DatasetError(f"{path}: blocks must be 0..{len(parsed) - 1}, each once; got {blocks}")
+    return np.array([q for _, q, _ in parsed]), np.array([s for _, _, s in parsed])

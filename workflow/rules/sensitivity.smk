@@ -1,0 +1,25 @@
+rule sensitivity:
+    """Stage 0: per-block importance priors, I_q (JSD at the lowest bit-width) and I_r (plasticity)."""
+    input:
+        config=rules.model_prepare.output.config,
+        train=f"{DATA}/train.jsonl",
+    output:
+        priors="results/sensitivity/{model}/priors.tsv",
+        summary="results/sensitivity/{model}/correlations.json",
+        manifest="results/sensitivity/{model}/manifest.json",
+    params:
+        settings=config["sensitivity"],
+        space=config["search_space"],
+        max_seq_len=config["data"]["max_seq_len"],
+        cache_dir=config["cache_dir"],
+        seed=config["seed"],
+    log:
+        "results/logs/sensitivity/{model}.log",
+    benchmark:
+        "results/benchmarks/sensitivity/{model}.tsv"
+    conda:
+        "../../envs/autoqra.yaml"
+    resources:
+        gpu=1,
+    script:
+        "../scripts/sensitivity.py"
