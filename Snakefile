@@ -21,6 +21,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/memory.smk"
 include: "workflow/rules/sensitivity.smk"
 include: "workflow/rules/search.smk"
+include: "workflow/rules/refine.smk"
 
 
 rule all:

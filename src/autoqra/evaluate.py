@@ -64,18 +64,22 @@ def _sequence_scores(model: Any, examples: Sequence[Mapping[str, list[int]]], ba
                      pad_id: int) -> list[tuple[float, int]]:
     """(summed response log-prob, response token count) per tokenized example, in input order."""
     device = model_device(model)
-    # Length-sorted batches waste little compute on padding; results go back to input order.
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
-    out: list[tuple[float, int]] = [(0.0, 0)] * len(examples)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], pad_id).items()}
+    # Identical sequences (the gold answer is usually also a choice) are scored once.
+    keys = [(tuple(ex["input_ids"]), tuple(ex["labels"])) for ex in examples]
+    unique = list(dict.fromkeys(keys))
+    # Length-sorted batches waste little compute on padding.
+    unique.sort(key=lambda k: len(k[0]))
+    scored: dict[tuple, tuple[float, int]] = {}
+    for start in range(0, len(unique), batch_size):
+        chunk = unique[start:start + batch_size]
+        batch = collate([{"input_ids": list(i), "labels": list(lab)} for i, lab in chunk], pad_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             _, per_seq = response_loss_sum(model, batch)
         counts = (batch["labels"][:, 1:] != IGNORE_INDEX).sum(dim=1)
-        for i, s, n in zip(idx, per_seq.tolist(), counts.tolist(), strict=True):
-            out[i] = (-s, int(n))
-    return out
+        for key, s, n in zip(chunk, per_seq.tolist(), counts.tolist(), strict=True):
+            scored[key] = (-s, int(n))
+    return [scored[k] for k in keys]
 
 
 def score_model(model: Any, tokenizer: Any, records: Sequence[Mapping[str, Any]],
@@ -93,11 +97,11 @@ def score_model(model: Any, tokenizer: Any, records: Sequence[Mapping[str, Any]]
     model.eval()
     try:
         with torch.no_grad():
-            scores = _sequence_scores(model, gold, settings.batch_size, pad_id)
-            opt_scores = _sequence_scores(model, tokenize_records(tokenizer, options, settings.max_seq_len),
-                                          settings.batch_size, pad_id) if options else []
+            all_scores = _sequence_scores(model, gold + tokenize_records(tokenizer, options, settings.max_seq_len),
+                                          settings.batch_size, pad_id)
     finally:
         model.train(was_training)
+    scores, opt_scores = all_scores[:len(gold)], all_scores[len(gold):]
     n_tok = sum(n for _, n in scores)
     loss = -sum(s for s, _ in scores) / max(1, n_tok)
     accuracy = None

@@ -208,9 +208,14 @@ def _lr_lambda(settings: TrainSettings, total: int):
 
 def response_loss_sum(model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed next-token cross-entropy over supervised tokens, per-sequence sums) in float32."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-    labels = batch["labels"][:, 1:]
-    ce = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels,
+    labels = batch["labels"]
+    # Logits only from the first position that predicts a response token: prompts are most of
+    # every sequence, and the vocabulary projection (+ its float32 copy) is the costliest layer.
+    needed = (labels[:, 1:] != IGNORE_INDEX).any(dim=0)
+    first = int(needed.int().argmax()) if bool(needed.any()) else 0
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
+                   logits_to_keep=labels.shape[1] - first).logits
+    ce = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels[:, first + 1:],
                                            ignore_index=IGNORE_INDEX, reduction="none")
     per_seq = ce.sum(dim=1)
     return per_seq.sum(), per_seq

@@ -10,13 +10,20 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from autoqra import evaluate as evaluate_mod  # noqa: E402
-from autoqra.data import load_split, prepare_data  # noqa: E402
+from autoqra.data import collate, load_split, prepare_data, tokenize_example  # noqa: E402  # noqa: E402
 from autoqra.errors import ConfigError, PlanError  # noqa: E402
 from autoqra.evaluate import EvalSettings, Evaluator, score_model  # noqa: E402
 from autoqra.memory import MemoryModel, ModelShape  # noqa: E402
 from autoqra.models import load_model, prepare_model  # noqa: E402
 from autoqra.plan import PROJECTIONS, Plan  # noqa: E402
-from autoqra.train import Fidelity, TrainingFailed, TrainSettings, held_tensor_bytes, train_lora  # noqa: E402
+from autoqra.train import (  # noqa: E402
+    Fidelity,
+    TrainingFailed,
+    TrainSettings,
+    held_tensor_bytes,
+    response_loss_sum,
+    train_lora,
+)
 
 MICRO = {"source": "micro", "id": None, "revision": None, "micro": None}
 FAST = TrainSettings(lr=1e-2, batch_size=4, max_seq_len=96, progress=False)
@@ -84,6 +91,19 @@ def test_fidelity_num_steps_and_key():
 
 
 # -- training ----------------------------------------------------------------------------------
+def test_response_loss_matches_the_models_own_loss(env):
+    model, tok = lora16(env)
+    model.eval()
+    # mixed prompt lengths, so the trimmed logits window starts at the shortest prompt
+    batch = collate([tokenize_example(tok, r, 96) for r in env["train"][:6]], tok.pad_token_id)
+    with torch.no_grad():
+        ours, per_seq = response_loss_sum(model, batch)
+        ref = model(**batch).loss
+    n = int((batch["labels"][:, 1:] != -100).sum())
+    assert float(ours) / n == pytest.approx(float(ref), rel=1e-5)
+    assert per_seq.shape == (6,) and float(per_seq.sum()) == pytest.approx(float(ours))
+
+
 @pytest.fixture(scope="module")
 def trained(env):
     """A 16-bit LoRA model scored before and after 30 steps at lr 1e-2 (shared by two tests)."""

@@ -26,6 +26,8 @@ DATA = f"results/data/{DATASET}"
 GENERATIONS = config["search"]["generations"]
 SHARDS = config["search"]["shards"]
 VARIANTS = sorted(config["search"]["variants"])
+REFINE_ITERATIONS = config["refine"]["iterations"]
+REFINE_SHARDS = config["refine"]["shards"]
 
 
 wildcard_constraints:
@@ -35,6 +37,7 @@ wildcard_constraints:
     g=r"\d+",
     shard=r"\d+",
     phase="lf|hf",
+    t=r"\d+",
 
 
 def get_model_spec(wildcards):
@@ -106,10 +109,38 @@ def get_last_select(wildcards):
     return f"results/search/{wildcards.model}/{wildcards.variant}/g{GENERATIONS}/select.json"
 
 
+def stage2_enabled(variant):
+    return config["search"]["variants"][variant].get("stage2", True) and REFINE_ITERATIONS > 0
+
+
+def get_previous_update(wildcards):
+    t = int(wildcards.t)
+    if t == 0:
+        return []
+    return f"results/refine/{wildcards.model}/{wildcards.variant}/t{t - 1}/update.json"
+
+
+def get_refine_shards(wildcards):
+    return expand(
+        "results/refine/{model}/{variant}/t{t}/hf-shard{shard}.jsonl",
+        model=wildcards.model,
+        variant=wildcards.variant,
+        t=wildcards.t,
+        shard=range(REFINE_SHARDS),
+    )
+
+
+def get_last_update(wildcards):
+    """The last Stage-2 state, or nothing for variants without Stage 2."""
+    if not stage2_enabled(wildcards.variant):
+        return []
+    return f"results/refine/{wildcards.model}/{wildcards.variant}/t{REFINE_ITERATIONS - 1}/update.json"
+
+
 def get_final_output():
     out = []
     out += expand("results/data/{dataset}/manifest.json", dataset=DATASET)
     out += expand("results/memory/{model}/budget.json", model=MODELS)
     out += expand("results/sensitivity/{model}/priors.tsv", model=MODELS)
-    out += expand("results/search/{model}/{variant}/front.json", model=MODELS, variant=VARIANTS)
+    out += expand("results/final/{model}/{variant}/plan.json", model=MODELS, variant=VARIANTS)
     return out

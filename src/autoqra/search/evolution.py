@@ -19,7 +19,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from autoqra.search.operators import Operators, random_genome
-from autoqra.search.pareto import crowding_distance, hypervolume_2d, nondominated_sort, pareto_front
+from autoqra.search.pareto import (
+    environmental_selection,
+    hypervolume_2d,
+    pareto_front,
+    rank_and_crowding,
+)
 from autoqra.search.space import Genome, SearchSpace
 from autoqra.search.surrogate import PerformanceModel, feature_matrix
 
@@ -99,7 +104,6 @@ class EvolutionarySearch:
             raise ValueError(f"{name}: expected {self.space.n_blocks} finite values, got shape {a.shape}")
         return np.clip(a, 0.0, 1.0)
 
-    # ---- ask -----------------------------------------------------------------------------
     @property
     def initial_fidelities(self) -> tuple[str, ...]:
         """Fidelities at which the initial population is evaluated."""
@@ -117,7 +121,7 @@ class EvolutionarySearch:
             raise ValueError(f"propose({generation}): the search has selected generation "
                              f"{self.generation} with {len(self.population)} members; expected {self.generation + 1}")
         s, rng = self.settings, self.rng
-        rank, crowd = self._rank_crowding(self.population)
+        rank, crowd = rank_and_crowding(*self._objectives(self.population, self._scores("hf")))
         seen = {self.space.key(np.array(r["genome"])) for r in self.archive}
         seen |= {self.space.key(g) for g in self.population}
         kids: list[Genome] = []
@@ -173,7 +177,6 @@ class EvolutionarySearch:
             self._model_pairs = len(keys)
         return self._model
 
-    # ---- tell ----------------------------------------------------------------------------
     def tell(self, genomes: Sequence[Genome], fidelity: str, scores: Sequence[float | None]) -> None:
         """Record evaluations; a None (or non-finite) score marks a failed evaluation."""
         if fidelity not in FIDELITIES:
@@ -200,23 +203,13 @@ class EvolutionarySearch:
                 keys.add(k)
                 cands.append(g)
         F, viol = self._objectives(cands, hf)
-        chosen: list[int] = []
-        for front in nondominated_sort(F, viol) if cands else []:
-            room = self.settings.population - len(chosen)
-            if len(front) > room:
-                cd = crowding_distance(F[front])
-                front = [front[i] for i in np.argsort(-cd, kind="stable")[:room]]
-            chosen += front
-            if len(chosen) >= self.settings.population:
-                break
-        self.population = [cands[i] for i in chosen]
+        self.population = [cands[i] for i in environmental_selection(F, viol, self.settings.population)]
         self.pending, self.offspring = [], []
         self.generation += 1
         self._freeze_ref()
         self.history.append(self.hypervolume())
         return [g.copy() for g in self.population]
 
-    # ---- progress and results ------------------------------------------------------------
     def hypervolume(self) -> float:
         """Hypervolume of the feasible HF evaluations so far (memory in units of the budget)."""
         pts = self._hf_points()
@@ -267,7 +260,6 @@ class EvolutionarySearch:
             self.select()
         return self.front()
 
-    # ---- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """JSON-serialisable state; ``from_state`` continues the identical trajectory."""
         sp = self.space
@@ -299,7 +291,6 @@ class EvolutionarySearch:
             setattr(search, name, [np.array(g, dtype=np.int64) for g in state[name]])
         return search
 
-    # ---- helpers -------------------------------------------------------------------------
     def _scores(self, fidelity: str) -> dict[bytes, float | None]:
         """Latest score per genome key at ``fidelity`` (insertion-ordered by first evaluation)."""
         out: dict[bytes, float | None] = {}
@@ -333,14 +324,6 @@ class EvolutionarySearch:
             lo, hi = float(pts[:, 0].min()), float(pts[:, 0].max())
             p_ref = lo - (0.1 * (hi - lo) if hi > lo else 0.1 * max(abs(lo), 1.0))
         self.hv_ref = [float(p_ref), 1.0 + self.settings.hv_memory_margin]
-
-    def _rank_crowding(self, pop: list[Genome]) -> tuple[np.ndarray, np.ndarray]:
-        F, viol = self._objectives(pop, self._scores("hf"))
-        rank, crowd = np.zeros(len(pop), dtype=int), np.zeros(len(pop))
-        for i, front in enumerate(nondominated_sort(F, viol)):
-            rank[front] = i
-            crowd[front] = crowding_distance(F[front])
-        return rank, crowd
 
     def _tournament(self, rank: np.ndarray, crowd: np.ndarray) -> int:
         """Binary tournament: lower front rank wins, then larger crowding distance."""

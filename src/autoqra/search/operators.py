@@ -118,10 +118,13 @@ def _draw(weights: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
 def coupled_mutation(space: SearchSpace, g: Genome, imp_q: np.ndarray, imp_r: np.ndarray,
                      rng: np.random.Generator, gamma: float = 1.5, p: float | None = None,
                      low_bit_cap: float | None = None) -> Genome:
-    """Importance-guided upgrades (Pr ∝ I^γ), each paid for by downgrades in other blocks
-    (Pr ∝ (1−I)^γ) until the memory is back at or below its value before the move; repaired.
+    """Importance-guided upgrade (Pr ∝ I^γ) paired with a compensating downgrade in another block
+    (Pr ∝ (1−I)^γ), then repaired; Binomial(n_blocks, p) such pairs, at least one (p = 1/n_blocks).
 
-    The number of moves is Binomial(n_blocks, p), at least one; ``p`` defaults to 1/n_blocks.
+    One compensating step, not "cut until the memory is back": cuts rarely match the upgrade's
+    bytes, and cutting until even overshoots on average, which drifts the population towards
+    lower memory and measurably slowed the search; repair's least-importance-per-byte greedy
+    settles any remaining excess.
     """
     h = np.array(g, dtype=np.int64, copy=True)
     n = space.n_blocks
@@ -131,16 +134,13 @@ def coupled_mutation(space: SearchSpace, g: Genome, imp_q: np.ndarray, imp_r: np
         can_up = h < top
         if not can_up.any():
             break
-        before = space.memory(h)
         kind, ell = _draw(np.where(can_up, up_w, 0.0), rng)
         h[kind, ell] += 1
-        while space.memory(h) > before:
-            can_down = h > 0
-            can_down[:, ell] = False  # compensate elsewhere, never undo the upgrade itself
-            if low_bit_cap is not None and (h[0] == 0).sum() + 1 > low_bit_cap * n:
-                can_down[0] &= h[0] != 1
-            if not can_down.any():
-                break  # repair below takes over
+        can_down = h > 0
+        can_down[:, ell] = False  # compensate elsewhere, never undo the upgrade itself
+        if low_bit_cap is not None and (h[0] == 0).sum() + 1 > low_bit_cap * n:
+            can_down[0] &= h[0] != 1
+        if can_down.any():
             k2, l2 = _draw(np.where(can_down, down_w, 0.0), rng)
             h[k2, l2] -= 1
     return repair_to_budget(space, h, imp_q, imp_r, low_bit_cap)

@@ -89,3 +89,27 @@ def hypervolume_2d(points: np.ndarray | Sequence, ref: tuple[float, float]) -> f
     best_p = np.maximum.accumulate(pts[:, 0]) - p_ref
     widths = np.diff(np.append(pts[:, 1], m_ref))
     return float((best_p * widths).sum())
+
+
+def rank_and_crowding(F: np.ndarray, violation: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Front index and within-front crowding distance of every point (tournament keys)."""
+    F = _objectives(F)
+    rank, crowd = np.zeros(len(F), dtype=int), np.zeros(len(F))
+    for i, front in enumerate(nondominated_sort(F, violation) if len(F) else []):
+        rank[front] = i
+        crowd[front] = crowding_distance(F[front])
+    return rank, crowd
+
+
+def environmental_selection(F: np.ndarray, violation: np.ndarray | None, n: int) -> list[int]:
+    """NSGA-II survivors: whole fronts best first, the last partial front by crowding distance."""
+    F = _objectives(F)
+    chosen: list[int] = []
+    for front in nondominated_sort(F, violation) if len(F) else []:
+        if len(chosen) + len(front) > n:
+            cd = crowding_distance(F[front])
+            front = [front[i] for i in np.argsort(-cd, kind="stable")[:n - len(chosen)]]
+        chosen += front
+        if len(chosen) >= n:
+            break
+    return chosen

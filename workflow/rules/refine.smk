@@ -1,0 +1,99 @@
+# Stage 2: trust-region Bayesian refinement around the Stage-1 Pareto set, evaluated for real at HF:
+# refine_propose(t) -> refine_evaluate(t, shard) -> refine_update(t) -> ... -> final_plan
+
+
+rule refine_propose:
+    """q candidates inside the trust region (log-EI on a Matern-5/2 GP of the utility)."""
+    input:
+        config=rules.model_prepare.output.config,
+        budget=rules.memory_budget.output.budget,
+        priors=rules.sensitivity.output.priors,
+        front=rules.search_front.output.front,
+        previous=get_previous_update,
+    output:
+        "results/refine/{model}/{variant}/t{t}/hf.json",
+    params:
+        space=config["search_space"],
+        refine=config["refine"],
+        seed=config["seed"],
+    log:
+        "results/logs/refine_propose/{model}/{variant}/t{t}.log",
+    conda:
+        "../../envs/autoqra.yaml"
+    script:
+        "../scripts/refine_step.py"
+
+
+rule refine_evaluate:
+    """HF evaluation of one shard of the Stage-2 candidates (the Stage-1 evaluation cache is shared)."""
+    input:
+        config=rules.model_prepare.output.config,
+        budget=rules.memory_budget.output.budget,
+        priors=rules.sensitivity.output.priors,
+        phase="results/refine/{model}/{variant}/t{t}/hf.json",
+        train=f"{DATA}/train.jsonl",
+        validation=f"{DATA}/validation.jsonl",
+    output:
+        "results/refine/{model}/{variant}/t{t}/hf-shard{shard}.jsonl",
+    params:
+        space=config["search_space"],
+        refine=config["refine"],
+        evaluator=evaluator_params(),
+        cache_dir=config["cache_dir"],
+        shards=REFINE_SHARDS,
+        seed=config["seed"],
+    log:
+        "results/logs/refine_evaluate/{model}/{variant}/t{t}-{shard}.log",
+    benchmark:
+        "results/benchmarks/refine_evaluate/{model}/{variant}/t{t}-{shard}.tsv"
+    conda:
+        "../../envs/autoqra.yaml"
+    resources:
+        gpu=1,
+    script:
+        "../scripts/refine_step.py"
+
+
+rule refine_update:
+    """Tell the HF scores; the radius grows after successes and shrinks after failures (TuRBO)."""
+    input:
+        config=rules.model_prepare.output.config,
+        budget=rules.memory_budget.output.budget,
+        priors=rules.sensitivity.output.priors,
+        phase="results/refine/{model}/{variant}/t{t}/hf.json",
+        shards=get_refine_shards,
+    output:
+        "results/refine/{model}/{variant}/t{t}/update.json",
+    params:
+        space=config["search_space"],
+        refine=config["refine"],
+        seed=config["seed"],
+    log:
+        "results/logs/refine_update/{model}/{variant}/t{t}.log",
+    conda:
+        "../../envs/autoqra.yaml"
+    script:
+        "../scripts/refine_step.py"
+
+
+rule final_plan:
+    """The best feasible plan (utility) with its Stage-1/Stage-2 history."""
+    input:
+        config=rules.model_prepare.output.config,
+        budget=rules.memory_budget.output.budget,
+        priors=rules.sensitivity.output.priors,
+        front=rules.search_front.output.front,
+        last=get_last_update,
+    output:
+        plan="results/final/{model}/{variant}/plan.json",
+        history="results/final/{model}/{variant}/history.json",
+    params:
+        space=config["search_space"],
+        refine=config["refine"],
+        seed=config["seed"],
+    log:
+        "results/logs/final_plan/{model}/{variant}.log",
+    conda:
+        "../../envs/autoqra.yaml"
+    script:
+        "../scripts/refine_step.py"
