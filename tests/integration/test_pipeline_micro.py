@@ -39,6 +39,30 @@ def test_micro_pipeline_produces_outputs_with_manifests(micro_run):
     assert budget["manifest"]["versions"]["torch"]
 
 
+def test_micro_pipeline_search_and_final_plan(micro_run):
+    import csv
+    import json
+
+    r = micro_run / "results"
+    with open(r / "sensitivity/micro/priors.tsv") as fh:
+        priors = list(csv.DictReader(fh, delimiter="\t"))
+    assert [int(p["block"]) for p in priors] == [0, 1, 2, 3]
+    assert len({p["iq_raw"] for p in priors}) > 1 and len({p["ir_raw"] for p in priors}) > 1
+    front = json.loads((r / "search/micro/autoqra/front.json").read_text())
+    assert front["front"] and front["evaluations"]["hf"] >= 4 and front["evaluations"]["lf"] >= 4
+    with open(r / "search/micro/autoqra/hypervolume.tsv") as fh:
+        hv = [float(row["hypervolume"]) for row in csv.DictReader(fh, delimiter="\t")]
+    assert len(hv) == 3 and hv == sorted(hv)
+    budget = json.loads((r / "memory/micro/budget.json").read_text())["plan_bytes"]
+    for rec in front["archive"]:
+        assert rec["memory"] <= budget * (1 + 1e-9)
+    hist = json.loads((r / "final/micro/autoqra/history.json").read_text())
+    plan = json.loads((r / "final/micro/autoqra/plan.json").read_text())
+    assert hist["final"]["within_budget"] and hist["final"]["memory_bytes"] <= budget
+    assert hist["final"]["utility"] >= hist["stage1_best_utility"]["utility"]
+    assert len(plan["bits"]) == 4 and set(plan["bits"]) <= {2, 3, 4, 8}
+
+
 def test_rerun_is_a_no_op(micro_run):
     res = snakemake(micro_run, "--configfile", str(ROOT / "config" / "micro.yaml"), "-n")
     assert res.returncode == 0

@@ -10,7 +10,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from autoqra import evaluate as evaluate_mod  # noqa: E402
-from autoqra.data import collate, load_split, prepare_data, tokenize_example  # noqa: E402  # noqa: E402
+from autoqra.data import collate, load_split, prepare_data, tokenize_example  # noqa: E402
 from autoqra.errors import ConfigError, PlanError  # noqa: E402
 from autoqra.evaluate import EvalSettings, Evaluator, score_model  # noqa: E402
 from autoqra.memory import MemoryModel, ModelShape  # noqa: E402

@@ -18,19 +18,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from autoqra.search import pareto
 from autoqra.search.operators import Operators, random_genome
-from autoqra.search.pareto import (
-    environmental_selection,
-    hypervolume_2d,
-    pareto_front,
-    rank_and_crowding,
-)
 from autoqra.search.space import Genome, SearchSpace
 from autoqra.search.surrogate import PerformanceModel, feature_matrix
 
 FIDELITIES = ("lf", "hf")
 DEDUP_TRIES = 20  # variation attempts per child before falling back to a random genome
 STATE_VERSION = 1
+GENOME_LISTS = ("population", "pending", "offspring")
 
 
 @dataclass
@@ -50,6 +46,7 @@ class EvolutionSettings:
     stall_generations: int = 3
     stall_tol: float = 1e-4  # relative hypervolume improvement
     warm_start: bool = True
+    warm_start_interp: str = "value"  # "value" or "index", see operators.seed_genome
     coupled: bool = True
     performance_model: bool = True
     multi_fidelity: bool = True
@@ -64,7 +61,8 @@ class EvolutionSettings:
                   "crossover_prob": 0 <= self.crossover_prob <= 1,
                   "mutation_prob": 0 <= self.mutation_prob <= 1, "jitter": 0 <= self.jitter <= 1,
                   "low_bit_cap": self.low_bit_cap is None or 0 <= self.low_bit_cap <= 1,
-                  "gamma": self.gamma >= 0, "hv_memory_margin": self.hv_memory_margin >= 0}
+                  "gamma": self.gamma >= 0, "hv_memory_margin": self.hv_memory_margin >= 0,
+                  "warm_start_interp": self.warm_start_interp in ("value", "index")}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"evolution settings out of range: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
@@ -72,6 +70,13 @@ class EvolutionSettings:
     @property
     def n_offspring(self) -> int:
         return self.offspring or self.population
+
+
+def _check_importance(space: SearchSpace, imp: np.ndarray, name: str) -> np.ndarray:
+    a = np.asarray(imp, dtype=float)
+    if a.shape != (space.n_blocks,) or not np.isfinite(a).all():
+        raise ValueError(f"{name}: expected {space.n_blocks} finite values in [0, 1], got shape {a.shape}")
+    return np.clip(a, 0.0, 1.0)
 
 
 Evaluate = Callable[[list[Genome], str], Sequence[float | None]]
@@ -84,9 +89,9 @@ class EvolutionarySearch:
                  settings: EvolutionSettings | None = None, seed: int = 0):
         self.space, self.seed = space, int(seed)
         self.settings = settings or EvolutionSettings()
-        self.imp_q, self.imp_r = (self._check_importance(imp_q, "imp_q"), self._check_importance(imp_r, "imp_r"))
+        self.imp_q, self.imp_r = _check_importance(space, imp_q, "imp_q"), _check_importance(space, imp_r, "imp_r")
         s = self.settings
-        self.ops = Operators(s.coupled, s.gamma, s.jitter, s.low_bit_cap)
+        self.ops = Operators(s.coupled, s.gamma, s.jitter, s.low_bit_cap, interp=s.warm_start_interp)
         self.rng = np.random.default_rng(self.seed)
         self.archive: list[dict] = []          # every evaluation told, in order
         self.population: list[Genome] = []
@@ -96,13 +101,7 @@ class EvolutionarySearch:
         self.history: list[float] = []         # hypervolume after each select()
         self.hv_ref: list[float] | None = None
         self._model = PerformanceModel(min_pairs=s.min_pairs, seed=self.seed)
-        self._model_pairs = -1
-
-    def _check_importance(self, imp: np.ndarray, name: str) -> np.ndarray:
-        a = np.asarray(imp, dtype=float)
-        if a.shape != (self.space.n_blocks,) or not np.isfinite(a).all():
-            raise ValueError(f"{name}: expected {self.space.n_blocks} finite values, got shape {a.shape}")
-        return np.clip(a, 0.0, 1.0)
+        self._model_data: tuple | None = None
 
     @property
     def initial_fidelities(self) -> tuple[str, ...]:
@@ -121,7 +120,7 @@ class EvolutionarySearch:
             raise ValueError(f"propose({generation}): the search has selected generation "
                              f"{self.generation} with {len(self.population)} members; expected {self.generation + 1}")
         s, rng = self.settings, self.rng
-        rank, crowd = rank_and_crowding(*self._objectives(self.population, self._scores("hf")))
+        rank, crowd = pareto.rank_and_crowding(*self._objectives(self.population, self._scores("hf")))
         seen = {self.space.key(np.array(r["genome"])) for r in self.archive}
         seen |= {self.space.key(g) for g in self.population}
         kids: list[Genome] = []
@@ -167,14 +166,14 @@ class EvolutionarySearch:
         return [valid[i] for i in order]
 
     def model(self) -> PerformanceModel:
-        """The performance model, refitted whenever the set of LF/HF pairs has grown."""
+        """The performance model, refitted whenever the LF/HF pairs have changed."""
         lf, hf = self._scores("lf"), self._scores("hf")
         keys = [k for k in hf if hf[k] is not None and lf.get(k) is not None]
-        if len(keys) != self._model_pairs:
-            genomes = [self._genome_of(k) for k in keys]
-            X = feature_matrix(self.space, genomes, [lf[k] for k in keys], self.imp_q, self.imp_r)
-            self._model.fit(X, np.array([hf[k] for k in keys], dtype=float))
-            self._model_pairs = len(keys)
+        data = (keys, [lf[k] for k in keys], [hf[k] for k in keys])
+        if data != self._model_data:  # refit only on new pairs (a fit is deterministic, not free)
+            X = feature_matrix(self.space, [self._genome_of(k) for k in keys], data[1], self.imp_q, self.imp_r)
+            self._model.fit(X, np.array(data[2], dtype=float))
+            self._model_data = data
         return self._model
 
     def tell(self, genomes: Sequence[Genome], fidelity: str, scores: Sequence[float | None]) -> None:
@@ -203,7 +202,7 @@ class EvolutionarySearch:
                 keys.add(k)
                 cands.append(g)
         F, viol = self._objectives(cands, hf)
-        self.population = [cands[i] for i in environmental_selection(F, viol, self.settings.population)]
+        self.population = [cands[i] for i in pareto.environmental_selection(F, viol, self.settings.population)]
         self.pending, self.offspring = [], []
         self.generation += 1
         self._freeze_ref()
@@ -215,7 +214,7 @@ class EvolutionarySearch:
         pts = self._hf_points()
         if self.hv_ref is None or len(pts) == 0:
             return 0.0
-        return hypervolume_2d(pts, (self.hv_ref[0], self.hv_ref[1]))
+        return pareto.hypervolume_2d(pts, (self.hv_ref[0], self.hv_ref[1]))
 
     def should_stop(self) -> bool:
         """True after ``stall_generations`` selections without a relative HV gain above ``stall_tol``."""
@@ -235,7 +234,7 @@ class EvolutionarySearch:
         genomes = [self._genome_of(k) for k in keys]
         feas = [i for i, g in enumerate(genomes) if self.space.feasible(g)]
         F, _ = self._objectives([genomes[i] for i in feas], hf)
-        out = [(genomes[feas[i]], float(F[i, 0]), float(F[i, 1])) for i in pareto_front(F)]
+        out = [(genomes[feas[i]], float(F[i, 0]), float(F[i, 1])) for i in pareto.pareto_front(F)]
         return sorted(out, key=lambda t: (t[2], -t[1]))
 
     def evaluate_offspring(self, offspring: list[Genome], evaluate: Evaluate) -> None:
@@ -268,9 +267,7 @@ class EvolutionarySearch:
                           "budget": sp.budget},
                 "rng": self.rng.bit_generator.state, "generation": self.generation,
                 "archive": [dict(r) for r in self.archive],
-                "population": [g.tolist() for g in self.population],
-                "pending": [g.tolist() for g in self.pending],
-                "offspring": [g.tolist() for g in self.offspring],
+                **{name: [g.tolist() for g in getattr(self, name)] for name in GENOME_LISTS},
                 "history": list(self.history), "hv_ref": self.hv_ref}
 
     @classmethod
@@ -287,7 +284,7 @@ class EvolutionarySearch:
         search.generation, search.history = int(state["generation"]), list(state["history"])
         search.hv_ref = None if state["hv_ref"] is None else list(state["hv_ref"])
         search.archive = [dict(r) for r in state["archive"]]
-        for name in ("population", "pending", "offspring"):
+        for name in GENOME_LISTS:
             setattr(search, name, [np.array(g, dtype=np.int64) for g in state[name]])
         return search
 

@@ -25,9 +25,43 @@ def _importance(imp_q: np.ndarray, imp_r: np.ndarray) -> np.ndarray:
     return np.clip(np.stack([np.asarray(imp_q, float), np.asarray(imp_r, float)]), 0.0, 1.0)
 
 
-def seed_genome(space: SearchSpace, imp_q: np.ndarray, imp_r: np.ndarray) -> Genome:
-    """Linear interpolation of importances onto the ladders (I=0 → lowest rung, I=1 → top), unrepaired."""
-    return np.rint(_importance(imp_q, imp_r) * _tops(space)).astype(np.int64)
+def repair(space: SearchSpace, g: Genome, imp_q: np.ndarray, imp_r: np.ndarray,
+           low_bit_cap: float | None = None) -> Genome:
+    """Lift the most sensitive blocks above the low-bit cap, then ``repair_to_budget``.
+
+    repair_to_budget alone only limits its own downgrades; random rungs, jitter and crossover can
+    put more blocks at the lowest bit-width than the cap allows before repair sees them.
+    """
+    g = np.array(g, dtype=np.int64, copy=True)
+    if low_bit_cap is not None and len(space.bits) > 1:
+        low = np.flatnonzero(g[0] == 0)
+        excess = len(low) - int(np.floor(low_bit_cap * space.n_blocks))  # same rounding as repair_to_budget
+        if excess > 0:
+            order = low[np.argsort(-np.asarray(imp_q)[low], kind="stable")]
+            g[0, order[:excess]] = 1
+    return repair_to_budget(space, g, imp_q, imp_r, low_bit_cap)
+
+
+def seed_genome(space: SearchSpace, imp_q: np.ndarray, imp_r: np.ndarray, interp: str = "value") -> Genome:
+    """Linear interpolation of importances onto the ladders (I=0 → lowest rung, I=1 → top), unrepaired.
+
+    ``interp="value"`` interpolates the bit-width/rank itself (q = q_min + I·(q_max − q_min)) and
+    snaps to the nearest rung; ``"index"`` interpolates the rung index. On uneven ladders such as
+    (2, 3, 4, 8) the index map sends every block with I < 1/6 to 2 bits, and with diminishing
+    returns that seed scored well below uniform 4-bit on the synthetic objective of the tests
+    (value map: slightly above it), so "value" is the default.
+    """
+    imp = _importance(imp_q, imp_r)
+    if interp == "index":
+        return np.rint(imp * _tops(space)).astype(np.int64)
+    if interp != "value":
+        raise ValueError(f"interp={interp!r}: expected 'value' or 'index'")
+    rows = []
+    for row, ladder in zip(imp, (space.bits, space.ranks), strict=True):
+        lad = np.asarray(ladder, dtype=float)
+        target = lad[0] + row * (lad[-1] - lad[0])
+        rows.append(np.abs(target[:, None] - lad[None, :]).argmin(axis=1))
+    return np.array(rows, dtype=np.int64)
 
 
 def jitter_genome(space: SearchSpace, g: Genome, rng: np.random.Generator, jitter: float) -> Genome:
@@ -47,7 +81,7 @@ def random_genome(space: SearchSpace, rng: np.random.Generator, imp_q: np.ndarra
     """Uniformly random rungs, repaired to the budget (the "no warm start" initialisation)."""
     n = space.n_blocks
     g = np.stack([rng.integers(0, len(space.bits), n), rng.integers(0, len(space.ranks), n)])
-    return repair_to_budget(space, g.astype(np.int64), imp_q, imp_r, low_bit_cap)
+    return repair(space, g, imp_q, imp_r, low_bit_cap)
 
 
 def sample_feasible(space: SearchSpace, rng: np.random.Generator, tries: int = 1000) -> Genome:
@@ -78,12 +112,12 @@ def _fill_unique(space: SearchSpace, out: list[Genome], seen: set[bytes], n: int
 
 def warm_start(space: SearchSpace, imp_q: np.ndarray, imp_r: np.ndarray, n: int,
                rng: np.random.Generator, jitter: float = 0.15,
-               low_bit_cap: float | None = None) -> list[Genome]:
+               low_bit_cap: float | None = None, interp: str = "value") -> list[Genome]:
     """The importance-interpolated seed plus ``n-1`` jittered copies, all repaired, de-duplicated."""
-    seed = repair_to_budget(space, seed_genome(space, imp_q, imp_r), imp_q, imp_r, low_bit_cap)
+    seed = repair(space, seed_genome(space, imp_q, imp_r, interp), imp_q, imp_r, low_bit_cap)
     out, seen = [seed], {space.key(seed)}
     for _ in range(n - 1):
-        g = repair_to_budget(space, jitter_genome(space, seed, rng, jitter), imp_q, imp_r, low_bit_cap)
+        g = repair(space, jitter_genome(space, seed, rng, jitter), imp_q, imp_r, low_bit_cap)
         if space.key(g) not in seen:
             seen.add(space.key(g))
             out.append(g)
@@ -122,9 +156,9 @@ def coupled_mutation(space: SearchSpace, g: Genome, imp_q: np.ndarray, imp_r: np
     (Pr ∝ (1−I)^γ), then repaired; Binomial(n_blocks, p) such pairs, at least one (p = 1/n_blocks).
 
     One compensating step, not "cut until the memory is back": cuts rarely match the upgrade's
-    bytes, and cutting until even overshoots on average, which drifts the population towards
-    lower memory and measurably slowed the search; repair's least-importance-per-byte greedy
-    settles any remaining excess.
+    bytes, so cutting until even overshoots on average and drifts the population towards lower
+    memory (on the test objective it closed 0.80 instead of 0.84 of the gap to the optimum);
+    repair's least-importance-per-byte greedy settles any remaining excess.
     """
     h = np.array(g, dtype=np.int64, copy=True)
     n = space.n_blocks
@@ -143,7 +177,7 @@ def coupled_mutation(space: SearchSpace, g: Genome, imp_q: np.ndarray, imp_r: np
         if can_down.any():
             k2, l2 = _draw(np.where(can_down, down_w, 0.0), rng)
             h[k2, l2] -= 1
-    return repair_to_budget(space, h, imp_q, imp_r, low_bit_cap)
+    return repair(space, h, imp_q, imp_r, low_bit_cap)
 
 
 def uncoupled_mutation(space: SearchSpace, g: Genome, imp_q: np.ndarray, imp_r: np.ndarray,
@@ -159,7 +193,7 @@ def uncoupled_mutation(space: SearchSpace, g: Genome, imp_q: np.ndarray, imp_r: 
     h = np.asarray(g, dtype=np.int64) + move * step
     top = _tops(space)
     h = np.where(h < 0, 1, np.where(h > top, top - 1, h))  # reflect at the ladder ends
-    return repair_to_budget(space, np.clip(h, 0, top), imp_q, imp_r, low_bit_cap)
+    return repair(space, np.clip(h, 0, top), imp_q, imp_r, low_bit_cap)
 
 
 @dataclass(frozen=True)
@@ -171,12 +205,13 @@ class Operators:
     jitter: float = 0.15
     low_bit_cap: float | None = None
     mutation_rate: float | None = None
+    interp: str = "value"  # warm-start seed map, see seed_genome
 
     def initial(self, space: SearchSpace, imp_q: np.ndarray, imp_r: np.ndarray, n: int,
                 rng: np.random.Generator, warm: bool = True) -> list[Genome]:
         """Warm-started or random initial population (repaired, distinct)."""
         if warm:
-            return warm_start(space, imp_q, imp_r, n, rng, self.jitter, self.low_bit_cap)
+            return warm_start(space, imp_q, imp_r, n, rng, self.jitter, self.low_bit_cap, self.interp)
         return random_population(space, imp_q, imp_r, n, rng, self.low_bit_cap)
 
     def crossover(self, a: Genome, b: Genome, rng: np.random.Generator) -> Genome:
@@ -193,4 +228,4 @@ class Operators:
 
     def repair(self, space: SearchSpace, g: Genome, imp_q: np.ndarray, imp_r: np.ndarray) -> Genome:
         """``g`` brought under the budget with this strategy's low-bit cap."""
-        return repair_to_budget(space, g, imp_q, imp_r, self.low_bit_cap)
+        return repair(space, g, imp_q, imp_r, self.low_bit_cap)
