@@ -91,7 +91,9 @@ def score_model(model: Any, tokenizer: Any, records: Sequence[Mapping[str, Any]]
         raise ValueError("no evaluation records")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     gold = tokenize_records(tokenizer, records, settings.max_seq_len)
-    mc = [r for r in records if r.get("choices") and r.get("label") is not None]
+    # Multiple choice costs one forward per choice: only paid for when accuracy is the score.
+    mc = [r for r in records if r.get("choices") and r.get("label") is not None] \
+        if settings.metric == "accuracy" else []
     options = [{**r, "output": c} for r in mc for c in r["choices"]]
     was_training = model.training
     model.eval()

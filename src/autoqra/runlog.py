@@ -17,3 +17,12 @@ def setup_logging(log_path: str | os.PathLike | None = None, level: int = loggin
     logging.basicConfig(level=level, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return logging.getLogger("autoqra")
+
+
+def set_threads(n: int | None) -> None:
+    """Match torch's intra-op threads to the cores Snakemake gave the job (oversubscribing a
+    2-core machine slows training 15-20x)."""
+    if n:
+        import torch
+
+        torch.set_num_threads(int(n))

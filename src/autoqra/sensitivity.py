@@ -121,35 +121,79 @@ def _jsd_logp(lp: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
     return (0.5 * (kl_pm + kl_qm)).clamp(0.0, math.log(2.0))  # clamp rounding only
 
 
+def _decoder(model: Any) -> Any:
+    return model.get_submodule("model")  # the LlamaModel/Qwen*Model of a CausalLM: .layers, .norm
+
+
+def _forward_from(model: Any, block: int, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits from block ``block`` on, given its input hidden states (earlier blocks are unchanged)."""
+    inner = _decoder(model)
+    layers = inner.layers
+    inner.layers = torch.nn.ModuleList(list(layers)[block:])  # on a structural copy: the base is untouched
+    try:
+        return model(inputs_embeds=hidden, use_cache=False).logits
+    finally:
+        inner.layers = layers
+
+
 @torch.no_grad()
-def _log_probs(model: Any, calib: torch.Tensor, batch_size: int, device: str) -> list[torch.Tensor]:
-    out = []
-    for i in range(0, len(calib), batch_size):
-        logits = model(input_ids=calib[i:i + batch_size].to(device), use_cache=False).logits
-        out.append(torch.log_softmax(logits.float(), -1))
-    return out
+def _reference(model: Any, calib: torch.Tensor, bs: int, device: str) -> tuple[list, list]:
+    """Per batch: the base's log-probs and every block's input hidden states."""
+    ref, hidden, seen = [], [], []
+    hooks = [layer.register_forward_pre_hook(
+        lambda _m, args, kwargs: seen.append(args[0] if args else kwargs["hidden_states"]), with_kwargs=True)
+        for layer in _decoder(model).layers]
+    try:
+        for i in range(0, len(calib), bs):
+            logits = model(input_ids=calib[i:i + bs].to(device), use_cache=False).logits
+            ref.append(torch.log_softmax(logits.float(), -1))
+            hidden.append(list(seen))
+            seen.clear()
+    finally:
+        for h in hooks:
+            h.remove()
+    return ref, hidden
+
+
+def _mean_jsd(model: Any, block: int | None, calib: torch.Tensor, bs: int, device: str, ref: list,
+              hidden: list, n_batches: int | None = None) -> float:
+    """Mean per-token JSD against ``ref``; from ``block`` on with cached inputs unless ``block`` is None."""
+    total, count = 0.0, 0
+    for j, i in enumerate(range(0, len(calib), bs)[:n_batches]):
+        ids = calib[i:i + bs].to(device)
+        logits = (model(input_ids=ids, use_cache=False).logits if block is None
+                  else _forward_from(model, block, hidden[j][block]))
+        total += _jsd_logp(ref[j], torch.log_softmax(logits.float(), -1)).double().sum().item()
+        count += ids.numel()
+    return total / count
 
 
 @torch.no_grad()
 def fidelity_sensitivity(base: BaseModel, cache: QuantCache, settings: SensitivitySettings, backend: str,
                          group_size: int, calib: torch.Tensor | None = None,
                          records: list[dict] | None = None) -> np.ndarray:
-    """Raw ``I_q``: mean per-token JSD between the 16-bit base and the base with block ℓ alone at low bits."""
+    """Raw ``I_q``: mean per-token JSD between the 16-bit base and the base with block ℓ alone at low bits.
+
+    Blocks before ℓ are identical in both models, so each probe starts from block ℓ's cached input
+    (about half the compute); this shortcut is checked once against a full forward and dropped if
+    it does not reproduce the base (e.g. per-layer attention types it would misalign).
+    """
     if backend == "none":  # a 16-bit-only search has no quantizer to probe with
         raise ValueError("sensitivity: backend 'none' does not quantize; use 'hqq' or 'bnb' for I_q")
+    low = settings.resolved_low_bits
     if calib is None:
         calib = calibration_ids(base.tokenizer, settings, records)
-    bs, n = settings.calib_batch_size, base.n_blocks
-    reference = _log_probs(base.model, calib, bs, base.device)  # computed once, reused for every block
-    low = settings.resolved_low_bits
+    bs, n, dev = settings.calib_batch_size, base.n_blocks, base.device
+    ref, hidden = _reference(base.model, calib, bs, dev)  # computed once, reused for every block
+    same = quantize_base(base, Plan.uniform(n, 16, 1, backend, group_size), cache)  # all-16-bit copy
+    uniform_layers = len(set(getattr(base.model.config, "layer_types", None) or ["one"])) == 1
+    shortcut = uniform_layers and _mean_jsd(same, n // 2, calib, bs, dev, ref, hidden, n_batches=1) < 1e-7
+    del same
     iq = np.zeros(n)
     for block in range(n):
         bits = tuple(low if b == block else 16 for b in range(n))
         model = quantize_base(base, Plan(bits, (1,) * n, backend=backend, group_size=group_size), cache)
-        total = 0.0
-        for ref, lq in zip(reference, _log_probs(model, calib, bs, base.device), strict=True):
-            total += _jsd_logp(ref, lq).double().sum().item()
-        iq[block] = total / calib.numel()
+        iq[block] = _mean_jsd(model, block if shortcut else None, calib, bs, dev, ref, hidden)
         del model  # one block's quantized copy alive at a time
     return iq
 

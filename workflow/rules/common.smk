@@ -20,6 +20,8 @@ if "hub" not in {m["source"] for m in config["models"].values()} | {config["data
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+# Training/evaluation jobs use every local core (at most 8); profiles may override with set-threads.
+HEAVY_THREADS = max(1, min(int(workflow.cores or 1), 8))
 MODELS = sorted(config["models"])
 DATASET = config["data"]["name"]
 DATA = f"results/data/{DATASET}"

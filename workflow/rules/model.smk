@@ -12,6 +12,7 @@ rule model_prepare:
         "results/benchmarks/model_prepare/{model}.tsv"
     conda:
         "../../envs/autoqra.yaml"
+    threads: HEAVY_THREADS
     resources:
         mem_mb=8000,
     script:

@@ -48,6 +48,7 @@ rule refine_evaluate:
         "results/benchmarks/refine_evaluate/{model}/{variant}/t{t}-{shard}.tsv"
     conda:
         "../../envs/autoqra.yaml"
+    threads: HEAVY_THREADS
     resources:
         gpu=1,
     script:

@@ -49,6 +49,7 @@ rule search_evaluate:
         "results/benchmarks/search_evaluate/{model}/{variant}/g{g}-{phase}-{shard}.tsv"
     conda:
         "../../envs/autoqra.yaml"
+    threads: HEAVY_THREADS
     resources:
         gpu=1,
     script:

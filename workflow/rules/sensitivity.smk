@@ -19,6 +19,7 @@ rule sensitivity:
         "results/benchmarks/sensitivity/{model}.tsv"
     conda:
         "../../envs/autoqra.yaml"
+    threads: HEAVY_THREADS
     resources:
         gpu=1,
     script:

@@ -2,9 +2,10 @@
 from pathlib import Path
 
 from autoqra.models import prepare_model
-from autoqra.runlog import setup_logging
+from autoqra.runlog import set_threads, setup_logging
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 log = setup_logging(sm.log[0])
+set_threads(sm.threads)
 manifest = prepare_model(sm.params.spec, Path(sm.output.config).parent, seed=sm.params.seed)
 log.info("model %s ready: %s parameters", sm.wildcards.model, manifest.get("total_params"))

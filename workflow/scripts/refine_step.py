@@ -2,10 +2,11 @@
 from pathlib import Path
 
 from autoqra.pipeline import refine, search
-from autoqra.runlog import setup_logging
+from autoqra.runlog import set_threads, setup_logging
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 log = setup_logging(sm.log[0])
+set_threads(sm.threads)
 model_dir = Path(sm.input.config).parent
 ctx = refine.RefineContext(model_dir, sm.params.space, sm.input.budget, sm.input.priors, sm.params.refine,
                            sm.params.seed)

@@ -3,10 +3,11 @@ from pathlib import Path
 
 from autoqra.pipeline import search
 from autoqra.pipeline.common import make_evaluator
-from autoqra.runlog import setup_logging
+from autoqra.runlog import set_threads, setup_logging
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 log = setup_logging(sm.log[0])
+set_threads(sm.threads)
 model_dir = Path(sm.input.config).parent
 ctx = search.SearchContext(model_dir, sm.params.space, sm.input.budget, sm.input.priors,
                            sm.params.search, sm.params.variant, sm.params.seed)

@@ -3,11 +3,12 @@ from pathlib import Path
 
 from autoqra.io import atomic_write_json
 from autoqra.manifest import write_manifest
-from autoqra.runlog import setup_logging
+from autoqra.runlog import set_threads, setup_logging
 from autoqra.sensitivity import SensitivitySettings, run_sensitivity, write_priors
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 log = setup_logging(sm.log[0])
+set_threads(sm.threads)
 space = sm.params.space
 settings = SensitivitySettings(**sm.params.settings, bits_ladder=tuple(space["bits"]),
                                max_seq_len=sm.params.max_seq_len,
