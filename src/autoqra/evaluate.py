@@ -26,10 +26,11 @@ from typing import Any
 import torch
 
 from autoqra.data import IGNORE_INDEX, collate, load_split
-from autoqra.errors import ConfigError, ModelError, PlanError
+from autoqra.errors import ConfigError, PlanError
 from autoqra.io import atomic_write_json
 from autoqra.memory import MemoryModel, ModelShape
 from autoqra.plan import Plan
+from autoqra.quant.cache import base_sha
 from autoqra.train import (
     Fidelity,
     TrainingFailed,
@@ -123,17 +124,6 @@ def _sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def base_model_sha(model_dir: str | os.PathLike) -> str:
-    """sha256 over the weight-file hashes in the model's manifest (``quant.base_id`` is its prefix)."""
-    manifest = Path(model_dir) / "manifest.json"
-    try:
-        shas = json.loads(manifest.read_text())["weights_sha256"]
-    except (OSError, KeyError, json.JSONDecodeError) as e:
-        raise ModelError(f"{manifest}: cannot read 'weights_sha256' ({e}); prepare the model with "
-                         "autoqra.models.prepare_model first") from None
-    return _sha(shas)
-
-
 def data_sha(data_dir: str | os.PathLike, splits: Iterable[str] = ("train", "validation")) -> str:
     """Identity of the splits an evaluation reads: a hash of their file bytes."""
     h = hashlib.sha256()
@@ -157,7 +147,7 @@ class Evaluator:
         self.train, self.eval = train, eval
         self.lora_dropout, self.alpha_per_rank, self.device = lora_dropout, alpha_per_rank, device
         self.shape = ModelShape.from_path(self.model_dir)
-        self.base_sha = base_model_sha(self.model_dir)
+        self.base_sha = base_sha(self.model_dir)
         self._memory = {(memory_model.backend, memory_model.group_size): memory_model} if memory_model else {}
         self.train_records = load_split(self.data_dir, "train")
         self.val_records = load_split(self.data_dir, "validation")

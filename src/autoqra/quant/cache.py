@@ -22,15 +22,21 @@ from autoqra.errors import ModelError
 QUANT_FORMAT = 1  # bump when the stored layout changes
 
 
-def base_id(model_dir: str | os.PathLike) -> str:
-    """Identity of a prepared base model: hash of its weight-file hashes (from manifest.json)."""
+def base_sha(model_dir: str | os.PathLike) -> str:
+    """Identity of a prepared base model: sha256 over its weight-file hashes (from manifest.json)."""
     manifest = Path(model_dir) / "manifest.json"
     try:
         shas = json.loads(manifest.read_text())["weights_sha256"]
     except (OSError, KeyError, json.JSONDecodeError) as e:
         raise ModelError(f"{manifest}: cannot read the base model's weight hashes ({e}); "
                          "prepare the model with rule model_prepare / autoqra.models.prepare_model") from None
-    return hashlib.sha256(json.dumps(shas, sort_keys=True).encode()).hexdigest()[:16]
+    canon = json.dumps(shas, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def base_id(model_dir: str | os.PathLike) -> str:
+    """Short form of :func:`base_sha` used in cache paths."""
+    return base_sha(model_dir)[:16]
 
 
 class QuantCache:
