@@ -11,6 +11,7 @@ Both are min-max normalised to [0, 1]; ``combined`` is their mean. Deterministic
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import random
@@ -28,6 +29,8 @@ from autoqra.io import atomic_write_tsv
 from autoqra.plan import DEFAULT_BITS_LADDER, Plan
 from autoqra.quant.build import BaseModel, build, quantize_base
 from autoqra.quant.cache import QuantCache
+
+log = logging.getLogger(__name__)
 
 PRIOR_COLUMNS = ("block", "iq_raw", "iq_norm", "ir_raw", "ir_norm", "combined")
 PLASTICITY_METHODS = ("grad_norm", "loss_drop")
@@ -121,13 +124,9 @@ def _jsd_logp(lp: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
     return (0.5 * (kl_pm + kl_qm)).clamp(0.0, math.log(2.0))  # clamp rounding only
 
 
-def _decoder(model: Any) -> Any:
-    return model.get_submodule("model")  # the LlamaModel/Qwen*Model of a CausalLM: .layers, .norm
-
-
 def _forward_from(model: Any, block: int, hidden: torch.Tensor) -> torch.Tensor:
     """Logits from block ``block`` on, given its input hidden states (earlier blocks are unchanged)."""
-    inner = _decoder(model)
+    inner = model.get_submodule("model")  # the LlamaModel/Qwen*Model inside the CausalLM
     layers = inner.layers
     inner.layers = torch.nn.ModuleList(list(layers)[block:])  # on a structural copy: the base is untouched
     try:
@@ -142,7 +141,7 @@ def _reference(model: Any, calib: torch.Tensor, bs: int, device: str) -> tuple[l
     ref, hidden, seen = [], [], []
     hooks = [layer.register_forward_pre_hook(
         lambda _m, args, kwargs: seen.append(args[0] if args else kwargs["hidden_states"]), with_kwargs=True)
-        for layer in _decoder(model).layers]
+        for layer in model.get_submodule("model").layers]
     try:
         for i in range(0, len(calib), bs):
             logits = model(input_ids=calib[i:i + bs].to(device), use_cache=False).logits
@@ -189,12 +188,15 @@ def fidelity_sensitivity(base: BaseModel, cache: QuantCache, settings: Sensitivi
     uniform_layers = len(set(getattr(base.model.config, "layer_types", None) or ["one"])) == 1
     shortcut = uniform_layers and _mean_jsd(same, n // 2, calib, bs, dev, ref, hidden, n_batches=1) < 1e-7
     del same
+    log.info("I_q: %d blocks at %d-bit, %d calibration tokens, probes start at block ℓ: %s",
+             n, low, calib.numel(), shortcut)
     iq = np.zeros(n)
     for block in range(n):
         bits = tuple(low if b == block else 16 for b in range(n))
         model = quantize_base(base, Plan(bits, (1,) * n, backend=backend, group_size=group_size), cache)
         iq[block] = _mean_jsd(model, block if shortcut else None, calib, bs, dev, ref, hidden)
         del model  # one block's quantized copy alive at a time
+        log.info("I_q block %d/%d: %.5f", block + 1, n, iq[block])
     return iq
 
 
@@ -316,21 +318,22 @@ def run_sensitivity(model_dir: str | os.PathLike, data_dir: str | os.PathLike, c
                     settings: SensitivitySettings, backend: str, group_size: int,
                     device: str | None = None) -> tuple[list[dict], dict]:
     """Both priors for every block: ``(rows, summary)`` with correlations, timings and settings."""
+    timings: dict[str, float] = {}
+
+    def timed(part: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        out = fn(*args, **kwargs)
+        timings[part] = timings.get(part, 0.0) + time.perf_counter() - t
+        return out
+
     t0 = time.perf_counter()
     torch.manual_seed(settings.seed)
-    base = BaseModel(model_dir, device=device)
+    base = timed("load", BaseModel, model_dir, device=device)
     cache = QuantCache(cache_dir, base.base_id)
-    records = load_split(data_dir, "train")
-    timings = {"load": time.perf_counter() - t0}
-    t = time.perf_counter()
-    calib = calibration_ids(base.tokenizer, settings, records)
-    timings["calibration"] = time.perf_counter() - t
-    t = time.perf_counter()
-    iq = fidelity_sensitivity(base, cache, settings, backend, group_size, calib=calib)
-    timings["fidelity"] = time.perf_counter() - t
-    t = time.perf_counter()
-    ir = plasticity(base, cache, base.tokenizer, records, settings)
-    timings["plasticity"] = time.perf_counter() - t
+    records = timed("load", load_split, data_dir, "train")
+    calib = timed("calibration", calibration_ids, base.tokenizer, settings, records)
+    iq = timed("fidelity", fidelity_sensitivity, base, cache, settings, backend, group_size, calib=calib)
+    ir = timed("plasticity", plasticity, base, cache, base.tokenizer, records, settings)
     iq_n, ir_n = normalise(iq), normalise(ir)
     rows = [{"block": b, "iq_raw": float(iq[b]), "iq_norm": float(iq_n[b]), "ir_raw": float(ir[b]),
              "ir_norm": float(ir_n[b]), "combined": float((iq_n[b] + ir_n[b]) / 2)} for b in range(base.n_blocks)]
@@ -360,8 +363,6 @@ def read_priors(tsv_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         if missing:
             raise DatasetError(f"{path}: missing column(s) {missing}; expected {list(PRIOR_COLUMNS)}")
         rows = list(reader)
-    if not rows:
-        raise DatasetError(f"{path}: no rows (expected one per block)")
     parsed = []
     for line, r in enumerate(rows, start=2):
         try:
@@ -372,8 +373,8 @@ def read_priors(tsv_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         if not (math.isfinite(q) and math.isfinite(s) and 0.0 <= q <= 1.0 and 0.0 <= s <= 1.0):
             raise DatasetError(f"{path}: line {line}: iq_norm/ir_norm must be finite and in [0, 1], got {q}, {s}")
         parsed.append((block, q, s))
+    blocks = sorted(b for b, _, _ in parsed)
+    if not blocks or blocks != list(range(len(parsed))):
+        raise DatasetError(f"{path}: expected one row per block 0..n-1, each once; got blocks {blocks}")
     parsed.sort()
-    blocks = [b for b, _, _ in parsed]
-    if blocks != list(range(len(parsed))):
-        raise DatasetError(f"{path}: blocks must be 0..{len(parsed) - 1}, each once; got {blocks}")
     return np.array([q for _, q, _ in parsed]), np.array([s for _, _, s in parsed])

@@ -14,6 +14,8 @@ from autoqra.quant import BaseModel, QuantCache
 from autoqra.quant.build import quantize_base
 from autoqra.sensitivity import (
     SensitivitySettings,
+    _mean_jsd,
+    _reference,
     calibration_ids,
     correlations,
     fidelity_sensitivity,
@@ -104,6 +106,18 @@ def test_fidelity_is_zero_at_16_bit_positive_at_low_bits_and_grows_as_bits_drop(
         assert jsd_from_logits(base.model(input_ids=calib).logits, same(input_ids=calib).logits).max() == 0
     with pytest.raises(ValueError, match="low_bits"):
         fidelity_sensitivity(base, cache, SensitivitySettings(**FAST, low_bits=16), "hqq", 32, calib=calib)
+
+
+def test_probe_from_cached_block_inputs_matches_a_full_forward(base, records, tmp_path):
+    cache = QuantCache(tmp_path, base.base_id)
+    calib = calibration_ids(base.tokenizer, SensitivitySettings(**FAST), records)
+    ref, hidden = _reference(base.model, calib, 2, base.device)
+    assert len(hidden) == 2 and len(hidden[0]) == 4 and hidden[0][0].shape == (2, 32, 64)
+    for block in (0, 2, 3):
+        bits = tuple(2 if b == block else 16 for b in range(4))
+        model = quantize_base(base, Plan(bits, (1,) * 4, group_size=32), cache)
+        full = _mean_jsd(model, None, calib, 2, base.device, ref, hidden)
+        assert full > 0 and _mean_jsd(model, block, calib, 2, base.device, ref, hidden) == pytest.approx(full, rel=1e-5)
 
 
 def test_run_gives_varying_finite_priors(run):
