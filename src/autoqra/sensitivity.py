@@ -236,7 +236,8 @@ def plasticity(base: BaseModel, cache: QuantCache, tokenizer: Any, records: list
     ``grad_batches`` evaluation passes — for 30 blocks and 10 steps, ~300 training steps). For each
     block ℓ, a rank-``r_max`` adapter that trains at ℓ only (all other adapters frozen at B = 0,
     i.e. inactive) is trained for ``loss_drop_steps`` AdamW steps from the same seeded init on the
-    same batches; I_r(ℓ) = held-out loss before − after. It may be negative when a block overfits.
+    same batches; I_r(ℓ) = held-out loss before − after (held out: ``grad_batches`` batches of
+    other training records, disjoint while the split is large enough). Negative if a block overfits.
     """
     n = base.n_blocks
     cache_dir = cache.root.parents[1]  # QuantCache keeps <cache_dir>/quant/<base_id>
@@ -278,6 +279,7 @@ def plasticity(base: BaseModel, cache: QuantCache, tokenizer: Any, records: list
             _loss(model, batch, base.device).backward()
             opt.step()
         ir[block] = before - held_out_loss()
+        log.info("I_r block %d/%d: loss %.4f -> %.4f", block + 1, n, before, before - ir[block])
     return ir
 
 
