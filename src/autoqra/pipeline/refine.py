@@ -54,12 +54,12 @@ def propose(ctx: RefineContext, front_json: str | os.PathLike, prev_update: str 
 
 def update(ctx: RefineContext, propose_json: str | os.PathLike, shards, out: str | os.PathLike) -> None:
     """Tell the HF scores; the trust region grows or shrinks by the TuRBO rule."""
-    from autoqra.pipeline.search import _records, _scores
+    from autoqra.pipeline.search import read_shard_records, shard_scores
 
     doc = read_json(propose_json)
     tr = TrustRegionSearch.from_state(ctx.space, doc["state"])
     if doc["candidates"]:
-        scores = _scores(doc["candidates"], _records(shards))
+        scores = shard_scores(doc["candidates"], read_shard_records(shards))
         tr.tell([np.array(g) for g in doc["candidates"]], scores)
     stop, reason = tr.should_stop()
     atomic_write_json(out, {"iteration": doc["iteration"], "done": stop or not doc["candidates"],

@@ -67,7 +67,7 @@ def propose(ctx: SearchContext, prev_select: str | os.PathLike | None, generatio
     _write_phase(out, search, generation, "lf", lf, done, offspring=[g.tolist() for g in kids])
 
 
-def _records(files: Sequence[str | os.PathLike]) -> dict[int, dict]:
+def read_shard_records(files: Sequence[str | os.PathLike]) -> dict[int, dict]:
     """Shard outputs merged: candidate index -> evaluation record."""
     from autoqra.data import load_jsonl
 
@@ -78,7 +78,7 @@ def _records(files: Sequence[str | os.PathLike]) -> dict[int, dict]:
     return out
 
 
-def _scores(candidates: list, records: dict[int, dict]) -> list[float | None]:
+def shard_scores(candidates: list, records: dict[int, dict]) -> list[float | None]:
     missing = [i for i in range(len(candidates)) if i not in records]
     if missing:
         raise RuntimeError(f"evaluation records missing for candidates {missing}")
@@ -95,7 +95,7 @@ def promote(ctx: SearchContext, lf_phase: str | os.PathLike, lf_shards: Sequence
     if not search.settings.multi_fidelity:
         chosen = offspring
     else:
-        lf = _scores(doc["candidates"], _records(lf_shards))
+        lf = shard_scores(doc["candidates"], read_shard_records(lf_shards))
         _check_not_all_failed(lf, g, "lf")
         search.tell(offspring, "lf", lf)
         chosen = offspring if g == 0 else [offspring[i] for i in search.promote(offspring, lf)]
@@ -107,7 +107,7 @@ def select(ctx: SearchContext, hf_phase: str | os.PathLike, hf_shards: Sequence,
     search, doc = ctx.restore(hf_phase)
     g = doc["generation"]
     if not doc["done"]:
-        hf = _scores(doc["candidates"], _records(hf_shards))
+        hf = shard_scores(doc["candidates"], read_shard_records(hf_shards))
         _check_not_all_failed(hf, g, "hf")
         search.tell([np.array(x) for x in doc["candidates"]], "hf", hf)
         search.select()
