@@ -240,7 +240,7 @@ def plasticity(base: BaseModel, cache: QuantCache, tokenizer: Any, records: list
     other training records, disjoint while the split is large enough). Negative if a block overfits.
     """
     n = base.n_blocks
-    cache_dir = cache.root.parents[1]  # QuantCache keeps <cache_dir>/quant/<base_id>
+    cache_dir = cache.cache_dir
     built = build(base.model_dir, Plan.uniform(n, 16, settings.r_max, backend="none"), cache_dir=cache_dir,
                   base=base, seed=settings.seed, lora_dropout=0.0, alpha_per_rank=settings.alpha_per_rank)
     model = built.model

@@ -43,7 +43,8 @@ class QuantCache:
     """Quantized-projection store for one base model."""
 
     def __init__(self, root: str | os.PathLike, base: str):
-        self.root = Path(root) / "quant" / base
+        self.cache_dir = Path(root)
+        self.root = self.cache_dir / "quant" / base
         self.base = base
         self.hits = 0
         self.misses = 0
