@@ -22,6 +22,10 @@ include: "workflow/rules/memory.smk"
 include: "workflow/rules/sensitivity.smk"
 include: "workflow/rules/search.smk"
 include: "workflow/rules/refine.smk"
+include: "workflow/rules/baselines.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/summary.smk"
 
 
 rule all:

@@ -121,6 +121,10 @@ def check_semantics(cfg: dict, base_dir: Path) -> None:
     if space["backend"] == "none" and set(ladders.bits) != {16}:
         raise ConfigError("config key 'search_space.bits': backend 'none' keeps weights at 16 bits; use bits [16]")
 
+    _check_methods(cfg)
+    _check_finetune(cfg)
+    _check_lm_eval(cfg)
+
     for name, spec in cfg["models"].items():
         key = f"models.{name}"
         if spec["source"] == "local" and spec.get("id"):
@@ -135,6 +139,54 @@ def check_semantics(cfg: dict, base_dir: Path) -> None:
         shape = ModelShape.from_config(hf_cfg, source=key)
         mm = MemoryModel(shape, space["backend"], space["group_size"])
         resolve_budget(bud, mm, ladders)
+
+
+def _check_methods(cfg: dict) -> None:
+    space = cfg["search_space"]
+    variants = cfg["search"]["variants"]
+    need = {"search": ("variant",), "uniform": ("bits", "rank"), "sequential": ("rank",), "random": ()}
+    for name, spec in cfg["methods"].items():
+        key = f"methods.{name}"
+        missing = [k for k in need[spec["plan"]] if k not in spec]
+        if missing:
+            raise ConfigError(f"config key '{key}': plan '{spec['plan']}' needs {list(need[spec['plan']])}; "
+                              f"missing {missing}")
+        if spec["plan"] == "search" and spec["variant"] not in variants:
+            raise ConfigError(f"config key '{key}.variant': '{spec['variant']}' is not a search variant; "
+                              f"expected one of {sorted(variants)} (search.variants)")
+        if spec["plan"] == "sequential" and spec["rank"] not in space["ranks"]:
+            raise ConfigError(f"config key '{key}.rank': {spec['rank']} is not on the rank ladder {space['ranks']}")
+        if spec["plan"] == "uniform":
+            backend = "none" if spec["bits"] == 16 else (spec["backend"] or space["backend"])
+            if backend == "none" and spec["bits"] != 16:
+                raise ConfigError(f"config key '{key}.bits': backend 'none' keeps 16-bit weights, got {spec['bits']}")
+            if backend == "bnb" and spec["bits"] not in (4, 8):
+                raise ConfigError(f"config key '{key}.bits': backend 'bnb' supports 4 (NF4) and 8 (int8), "
+                                  f"got {spec['bits']}")
+        if spec["plan"] == "random" and "autoqra" not in variants and cfg["random_search"]["evaluations"] is None:
+            raise ConfigError("config key 'random_search.evaluations': required when there is no 'autoqra' "
+                              "search variant to match the evaluation count of")
+
+
+def _check_finetune(cfg: dict) -> None:
+    ft = cfg["finetune"]
+    has_steps, has_frac = "steps" in ft, ("data_fraction" in ft or "epochs" in ft)
+    if has_steps and has_frac:
+        raise ConfigError("config key 'finetune': give either 'steps' or 'data_fraction' and 'epochs', not both")
+    if not has_steps:  # the paper's final training: the whole training set for one epoch
+        ft.setdefault("data_fraction", 1.0)
+        ft.setdefault("epochs", 1.0)
+
+
+def _check_lm_eval(cfg: dict) -> None:
+    from autoqra.lmeval import available_local_tasks
+
+    local = available_local_tasks(REPO_ROOT / "workflow" / "resources" / "lm_eval_tasks")
+    online = "hub" in {m["source"] for m in cfg["models"].values()} | {cfg["data"]["source"]}
+    offline_unknown = [t for t in cfg["lm_eval"]["tasks"] if t not in local]
+    if offline_unknown and not online:
+        raise ConfigError(f"config key 'lm_eval.tasks': {offline_unknown} are not offline tasks; this config runs "
+                          f"offline, so expected tasks from {local} (workflow/resources/lm_eval_tasks)")
 
 
 def validate_config(cfg: Mapping, base_dir: str | os.PathLike = ".",

@@ -20,8 +20,9 @@ if "hub" not in {m["source"] for m in config["models"].values()} | {config["data
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-# Training/evaluation jobs use every local core (at most 8); profiles may override with set-threads.
-HEAVY_THREADS = max(1, min(int(workflow.cores or 1), 8))
+# torch threads per training/evaluation job (config job_threads, capped by --cores): on a small CPU
+# one thread per job and one job per core is fastest; profiles may override with set-threads.
+HEAVY_THREADS = max(1, min(int(workflow.cores or 1), config["job_threads"]))
 MODELS = sorted(config["models"])
 DATASET = config["data"]["name"]
 DATA = f"results/data/{DATASET}"
@@ -30,6 +31,9 @@ SHARDS = config["search"]["shards"]
 VARIANTS = sorted(config["search"]["variants"])
 REFINE_ITERATIONS = config["refine"]["iterations"]
 REFINE_SHARDS = config["refine"]["shards"]
+METHODS = sorted(config["methods"])
+RANDOM_SHARDS = config["random_search"]["shards"]
+LM_EVAL_TASK_DIR = str(Path(workflow.basedir) / "workflow" / "resources" / "lm_eval_tasks")
 
 
 wildcard_constraints:
@@ -40,6 +44,8 @@ wildcard_constraints:
     shard=r"\d+",
     phase="lf|hf",
     t=r"\d+",
+    method="|".join(METHODS),
+    seed=r"\d+",
 
 
 def get_model_spec(wildcards):
@@ -139,10 +145,71 @@ def get_last_update(wildcards):
     return f"results/refine/{wildcards.model}/{wildcards.variant}/t{REFINE_ITERATIONS - 1}/update.json"
 
 
+def method_seeds(method):
+    return config["methods"][method]["seeds"] or config["finetune"]["seeds"]
+
+
+def get_method_source_plan(wildcards):
+    """The plan file a search/random method takes its plan from (nothing for uniform/sequential)."""
+    spec = config["methods"][wildcards.method]
+    if spec["plan"] == "search":
+        name = "plan.json" if spec["stage2"] else "stage1_plan.json"
+        return f"results/final/{wildcards.model}/{spec['variant']}/{name}"
+    if spec["plan"] == "random":
+        return f"results/random/{wildcards.model}/plan.json"
+    return []
+
+
+def random_evaluations():
+    """The random search's HF evaluations: as many as the autoqra variant spends, unless set."""
+    from autoqra.pipeline.methods import hf_evaluation_count
+
+    n = config["random_search"]["evaluations"]
+    return n if n is not None else hf_evaluation_count(config, "autoqra")
+
+
+def get_random_shards(wildcards):
+    return expand("results/random/{model}/hf-shard{shard}.jsonl", model=wildcards.model, shard=range(RANDOM_SHARDS))
+
+
+def finetune_params():
+    """Training settings of the final fine-tuning: the 'training' section overridden by 'finetune'."""
+    ft = config["finetune"]
+    keys = ("lr", "batch_size", "grad_accum", "warmup_steps", "lr_schedule", "grad_checkpointing")
+    train = {**config["training"], **{k: ft[k] for k in keys if k in ft}}
+    fid = {k: ft[k] for k in ("steps", "data_fraction", "epochs") if k in ft}
+    return {"training": train, "fidelity": fid, "max_seq_len": config["data"]["max_seq_len"],
+            "lora_dropout": config["search_space"]["lora_dropout"],
+            "alpha_per_rank": config["search_space"]["lora_alpha_per_rank"]}
+
+
+def all_method_runs():
+    """(method, seed) pairs as path fragments ``{method}/s{seed}``."""
+    return [f"{m}/s{s}" for m in METHODS for s in method_seeds(m)]
+
+
+def get_summary_inputs(wildcards):
+    runs = all_method_runs()
+    return {
+        "train": [f"results/finetune/{m}/{r}/train.json" for m in MODELS for r in runs],
+        "lm_eval": [f"results/lm_eval/{m}/{r}.json" for m in MODELS for r in runs],
+        "plans": [f"results/methods/{m}/{meth}/plan.json" for m in MODELS for meth in METHODS],
+        "fronts": [f"results/search/{m}/{v}/front.json" for m in MODELS for v in VARIANTS],
+        "histories": [f"results/final/{m}/{v}/history.json" for m in MODELS for v in VARIANTS],
+        "random": [f"results/random/{m}/summary.json" for m in MODELS if uses_random()],
+        "sensitivity": [f"results/sensitivity/{m}/correlations.json" for m in MODELS],
+    }
+
+
+def uses_random():
+    return any(s["plan"] == "random" for s in config["methods"].values())
+
+
 def get_final_output():
     out = []
     out += expand("results/data/{dataset}/manifest.json", dataset=DATASET)
     out += expand("results/memory/{model}/budget.json", model=MODELS)
     out += expand("results/sensitivity/{model}/priors.tsv", model=MODELS)
     out += expand("results/final/{model}/{variant}/plan.json", model=MODELS, variant=VARIANTS)
+    out += ["results/summary/results.tsv"]
     return out

@@ -87,6 +87,7 @@ rule final_plan:
         last=get_last_update,
     output:
         plan="results/final/{model}/{variant}/plan.json",
+        stage1_plan="results/final/{model}/{variant}/stage1_plan.json",
         history="results/final/{model}/{variant}/history.json",
     params:
         space=config["search_space"],

@@ -17,14 +17,15 @@ elif sm.rule == "refine_evaluate":
     from autoqra.pipeline.common import make_evaluator
 
     evaluator = make_evaluator(model_dir, Path(sm.input.train).parent, sm.params.cache_dir, sm.params.evaluator)
-    recs = search.evaluate(ctx, sm.input.phase, int(sm.wildcards.shard), sm.params.shards, evaluator,
+    recs = search.evaluate(ctx.space, sm.input.phase, int(sm.wildcards.shard), sm.params.shards, evaluator,
                            sm.params.seed, sm.output[0])
     log.info("evaluated %d candidates: %s", len(recs), [(r["plan_hash"], r["score"]) for r in recs])
 elif sm.rule == "refine_update":
     refine.update(ctx, sm.input.phase, sm.input.shards, sm.output[0])
 elif sm.rule == "final_plan":
     hist = refine.final_plan(ctx, sm.input.front, sm.input.last or None, sm.output.plan, sm.output.history,
-                             {"refine": sm.params.refine, "space": sm.params.space})
+                             {"refine": sm.params.refine, "space": sm.params.space},
+                             out_stage1_plan=sm.output.stage1_plan)
     log.info("final plan %s", hist["final"])
 else:
     raise ValueError(f"refine_step.py does not handle rule {sm.rule}")

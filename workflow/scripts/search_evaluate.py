@@ -12,7 +12,7 @@ model_dir = Path(sm.input.config).parent
 ctx = search.SearchContext(model_dir, sm.params.space, sm.input.budget, sm.input.priors,
                            sm.params.search, sm.params.variant, sm.params.seed)
 evaluator = make_evaluator(model_dir, Path(sm.input.train).parent, sm.params.cache_dir, sm.params.evaluator)
-recs = search.evaluate(ctx, sm.input.phase, int(sm.wildcards.shard), sm.params.shards, evaluator,
+recs = search.evaluate(ctx.space, sm.input.phase, int(sm.wildcards.shard), sm.params.shards, evaluator,
                        sm.params.seed, sm.output[0])
 for r in recs:
     log.info("%s %s score=%s status=%s cached=%s train=%.1fs", r["fidelity"], r["plan_hash"], r["score"],

@@ -68,8 +68,9 @@ def update(ctx: RefineContext, propose_json: str | os.PathLike, shards, out: str
 
 def final_plan(ctx: RefineContext, front_json: str | os.PathLike, last_update: str | os.PathLike | None,
                out_plan: str | os.PathLike, out_history: str | os.PathLike,
-               manifest_config: Mapping | None = None) -> dict:
-    """The best feasible plan by utility (after Stage 2 if it ran) with its full history."""
+               manifest_config: Mapping | None = None, out_stage1_plan: str | os.PathLike | None = None) -> dict:
+    """The best feasible plan by utility (after Stage 2 if it ran) with its full history; also the
+    best Stage-1 plan by the same utility (``out_stage1_plan``: the "no Stage 2" ablation)."""
     if last_update is None:  # Stage 2 switched off (ablation): pick among the Stage-1 observations
         tr, stop_reason = ctx.from_stage1(front_json, iterations=0), "stage2_disabled"
     else:
@@ -83,6 +84,10 @@ def final_plan(ctx: RefineContext, front_json: str | os.PathLike, last_update: s
     plan = ctx.space.to_plan(genome, meta={"score": score, "memory_bytes": memory, "utility": utility,
                                            "origin": "stage2" if tr.origin[_index(tr, genome)] >= 0 else "stage1"})
     plan.save(out_plan)
+    if out_stage1_plan is not None:
+        ctx.space.to_plan(tr.genomes[best1], meta={"score": tr.scores[best1], "memory_bytes": tr.memories[best1],
+                                                   "utility": tr.utility(tr.scores[best1], tr.memories[best1]),
+                                                   "origin": "stage1"}).save(out_stage1_plan)
     history = {
         "final": {"plan_hash": plan.hash, "hf_score": score, "memory_bytes": memory, "utility": utility,
                   "budget_bytes": ctx.space.budget, "within_budget": ctx.space.feasible(genome)},

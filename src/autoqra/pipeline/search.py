@@ -23,6 +23,7 @@ from autoqra.io import atomic_write_json, atomic_write_jsonl, atomic_write_tsv, 
 from autoqra.manifest import build_manifest
 from autoqra.pipeline.common import load_priors, search_space, shard_of
 from autoqra.search.evolution import EvolutionarySearch, EvolutionSettings
+from autoqra.search.space import SearchSpace
 
 RECORD_COLUMNS = ("generation", "phase", "fidelity", "plan_hash", "bits", "ranks", "status", "reason", "score",
                   "loss", "accuracy", "memory_bytes", "train_seconds", "eval_seconds", "steps", "cached")
@@ -122,14 +123,15 @@ def _check_not_all_failed(scores: list, generation: int, phase: str) -> None:
                            f"({len(scores)} candidates); see the reasons in the shard records")
 
 
-def evaluate(ctx: SearchContext, phase_file: str | os.PathLike, shard: int, shards: int, evaluator: Any,
+def evaluate(space: SearchSpace, phase_file: str | os.PathLike, shard: int, shards: int, evaluator: Any,
              seed: int, out: str | os.PathLike) -> list[dict]:
-    """Evaluate this shard's candidates at the phase's fidelity (cached); one JSONL record each."""
+    """Evaluate this shard's candidates at the phase's fidelity (cached); one JSONL record each.
+    Used by Stage 1, Stage 2 and the random search (any phase file with ``candidates``)."""
     doc = read_json(phase_file)
     cands = doc["candidates"]
     recs = []
     for i in shard_of(cands, shard, shards):
-        plan = ctx.space.to_plan(np.array(cands[i]))
+        plan = space.to_plan(np.array(cands[i]))
         rec = evaluator.evaluate(plan, doc["phase"], seed)
         recs.append({**rec, "index": i, "genome": cands[i], "generation": doc["generation"], "phase": doc["phase"]})
     atomic_write_jsonl(out, recs)

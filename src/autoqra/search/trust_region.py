@@ -46,7 +46,9 @@ class TrustRegionSettings:
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"trust_region.alpha must be in [0, 1], got {self.alpha}")
-        for key in ("q", "iterations", "n_candidates", "min_radius", "success_tolerance",
+        if int(self.iterations) < 0:
+            raise ValueError(f"trust_region.iterations must be >= 0, got {self.iterations}")
+        for key in ("q", "n_candidates", "min_radius", "success_tolerance",
                     "failure_tolerance", "incumbents", "gp_maxiter"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"trust_region.{key} must be >= 1, got {getattr(self, key)}")

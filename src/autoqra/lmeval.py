@@ -1,0 +1,99 @@
+"""Benchmarking a fine-tuned plan with lm-evaluation-harness (rule lm_eval).
+
+The model is rebuilt with ``autoqra.load`` (quantized base from the cache + trained adapter) and
+handed to lm-eval as a model object (``HFLM(pretrained=<PeftModel>)``), so what is benchmarked is
+exactly the quantized model that was trained.
+
+Offline tasks over the bundled test split live in ``workflow/resources/lm_eval_tasks/`` as YAML
+templates: ``__DATA_DIR__`` is replaced by the absolute path of a prepared copy of the split whose
+records carry the exact training prompt (``prompt``, from ``autoqra.data.template``), so the tasks
+and the fine-tuning never disagree about the template. Standard tasks (ARC, BoolQ, ...) are used
+by name from lm-eval's own registry (they need the datasets in the HF cache or the hub).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from autoqra.errors import ConfigError
+
+DATA_PLACEHOLDER = "__DATA_DIR__"
+
+
+def available_local_tasks(task_dir: str | os.PathLike) -> list[str]:
+    """Task names defined by the YAML templates under ``task_dir`` (their ``task:`` key)."""
+    names = []
+    for p in sorted(Path(task_dir).rglob("*.yaml")):
+        for line in p.read_text(encoding="utf-8").splitlines():
+            if line.startswith("task:"):
+                names.append(line.split(":", 1)[1].strip().strip("'\""))
+    return names
+
+
+def prepare_tasks(task_dir: str | os.PathLike, data_dir: str | os.PathLike, work_dir: str | os.PathLike) -> Path:
+    """Copy the task templates to ``work_dir/tasks`` with absolute data paths and write the test
+    split with rendered prompts to ``work_dir/data``; returns the include path for lm-eval."""
+    from autoqra.data import load_split
+    from autoqra.data.template import format_prompt
+
+    work = Path(work_dir).resolve()
+    data_out, tasks_out = work / "data", work / "tasks"
+    for d in (data_out, tasks_out):
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+    with open(data_out / "test.jsonl", "w", encoding="utf-8") as fh:
+        for rec in load_split(data_dir, "test"):
+            fh.write(json.dumps({**rec, "prompt": format_prompt(rec)}) + "\n")
+    for p in sorted(Path(task_dir).rglob("*.yaml")):
+        text = p.read_text(encoding="utf-8").replace(DATA_PLACEHOLDER, str(data_out))
+        (tasks_out / p.name).write_text(text, encoding="utf-8")
+    return tasks_out
+
+
+def run_lm_eval(model: Any, tokenizer: Any, tasks: Sequence[str], *, include_path: str | os.PathLike | None,
+                limit: int | None = None, batch_size: int = 16, num_fewshot: int | None = None,
+                seed: int = 0, device: str | None = None) -> dict[str, Any]:
+    """``lm_eval.simple_evaluate`` on a model object; the JSON-ready result (results, versions,
+    n-shot, n-samples, configs, higher_is_better), without per-sample logs."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+    from lm_eval.utils import handle_non_serializable
+
+    local = available_local_tasks(include_path) if include_path else []
+    # Indexing lm-eval's own registry costs ~9 s: only when a task is not one of ours.
+    tm = TaskManager(include_path=str(include_path) if include_path else None,
+                     include_defaults=not set(tasks) <= set(local))
+    unknown = [t for t in tasks if t not in tm.all_tasks]
+    if unknown:
+        raise ConfigError(f"config key 'lm_eval.tasks': unknown task(s) {unknown}; offline tasks are "
+                          f"{local} or a task of lm-eval's registry")
+    if device is None:
+        device = str(next(model.parameters()).device)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+    out = simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit, task_manager=tm,
+                          log_samples=False, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed,
+                          torch_random_seed=seed, fewshot_random_seed=seed)
+    keep = ("results", "groups", "group_subtasks", "configs", "versions", "n-shot", "higher_is_better", "n-samples")
+    return json.loads(json.dumps({k: out[k] for k in keep if k in out}, default=handle_non_serializable))
+
+
+def tidy_results(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """(task, metric, value, stderr) rows from lm-eval's ``results`` block (filter suffix dropped:
+    ``acc,none`` → ``acc``; a non-default filter is kept as ``exact_match[first_line]``)."""
+    rows = []
+    for task, metrics in sorted(results.get("results", {}).items()):
+        for key, value in sorted(metrics.items()):
+            if "," not in key or "_stderr" in key or not isinstance(value, int | float):
+                continue
+            metric, filt = key.split(",", 1)
+            name = metric if filt == "none" else f"{metric}[{filt}]"
+            stderr = metrics.get(f"{metric}_stderr,{filt}")
+            rows.append({"task": task, "metric": name, "value": float(value),
+                         "stderr": float(stderr) if isinstance(stderr, int | float) else None})
+    return rows

@@ -1,0 +1,113 @@
+"""The plan every fine-tuned method uses (rule method_plan) and the random-search baseline
+(rules random_propose → search_evaluate-style shards → random_select).
+
+A method is a config entry ``{plan: search|uniform|sequential|random, ...}``:
+- ``search``: the final plan of a search variant (``variant``); ``stage2: false`` takes the
+  Stage-1 pick of that variant instead (the "no Stage 2" ablation shares the variant's Stage 1);
+- ``uniform``: ``bits``/``rank`` in every block (``backend`` defaults to the search space's);
+- ``sequential``: mixed bits from ``I_q`` under the budget, then uniform ``rank``;
+- ``random``: the best plan of the random search (same HF evaluation count as AutoQRA).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from autoqra.baselines import random_genomes, sequential_genome, uniform_plan
+from autoqra.io import atomic_write_json, read_json
+from autoqra.manifest import build_manifest
+from autoqra.pipeline.common import load_priors, search_space
+from autoqra.plan import Plan
+from autoqra.search.trust_region import TrustRegionSearch, TrustRegionSettings
+
+RANDOM_SEED_OFFSET = 7919  # the random search draws from its own stream, not the evolutionary search's
+
+
+def hf_evaluation_count(config: Mapping[str, Any], variant: str = "autoqra") -> int:
+    """HF evaluations a search variant spends: the initial population, ``promote`` per later
+    generation (all offspring without multi-fidelity) and ``q`` per Stage-2 iteration."""
+    s, v = config["search"], config["search"]["variants"].get(variant, {})
+    per_gen = (s["offspring"] or s["population"]) if v.get("multi_fidelity", True) is False else s["promote"]
+    n = s["population"] + s["generations"] * per_gen
+    if v.get("stage2", True):
+        n += config["refine"]["q"] * config["refine"]["iterations"]
+    return n
+
+
+def method_plan(spec: Mapping[str, Any], model_dir: str | os.PathLike, space_cfg: Mapping[str, Any],
+                budget_json: str | os.PathLike, priors_tsv: str | os.PathLike | None,
+                source_plan: str | os.PathLike | None, out: str | os.PathLike, *, method: str,
+                manifest_config: Mapping | None = None, seed: int = 0) -> Plan:
+    """Write the plan of method ``method`` (config entry ``spec``) and return it."""
+    space = search_space(model_dir, space_cfg, budget_json)
+    kind = spec["plan"]
+    if kind in ("search", "random"):
+        if source_plan is None:
+            raise ValueError(f"method {method!r}: plan kind {kind!r} needs the plan its search wrote")
+        plan = Plan.load(source_plan)
+    elif kind == "uniform":
+        plan = uniform_plan(space.n_blocks, spec["bits"], spec["rank"], spec.get("backend") or space.backend,
+                            space.group_size)
+    elif kind == "sequential":
+        imp_q, _ = load_priors(priors_tsv, space.n_blocks)
+        plan = space.to_plan(sequential_genome(space, imp_q, spec["rank"]))
+    else:
+        raise ValueError(f"method {method!r}: unknown plan kind {kind!r}")
+    from autoqra.memory import MemoryModel, ModelShape
+
+    mm = MemoryModel(ModelShape.from_path(model_dir), plan.backend, plan.group_size)
+    mem = mm.plan_bytes(plan)
+    meta = {**dict(plan.meta), "method": method, "kind": kind, "memory_bytes": mem,
+            "budget_bytes": space.budget, "within_budget": mem <= space.budget * (1 + 1e-9)}
+    plan = Plan(plan.bits, plan.ranks, backend=plan.backend, group_size=plan.group_size, meta=meta)
+    plan.save(out)
+    return plan
+
+
+# -- random search -------------------------------------------------------------------------
+
+def random_propose(model_dir: str | os.PathLike, space_cfg: Mapping, budget_json: str | os.PathLike, n: int,
+                   seed: int, out: str | os.PathLike) -> list[list]:
+    """``n`` distinct feasible random plans, written as an HF phase file for the evaluate shards."""
+    space = search_space(model_dir, space_cfg, budget_json)
+    genomes = random_genomes(space, n, np.random.default_rng(seed + RANDOM_SEED_OFFSET))
+    cands = [g.tolist() for g in genomes]
+    atomic_write_json(out, {"generation": "random", "phase": "hf", "done": False, "candidates": cands})
+    return cands
+
+
+def random_select(model_dir: str | os.PathLike, space_cfg: Mapping, budget_json: str | os.PathLike,
+                  priors_tsv: str | os.PathLike | None, refine_cfg: Mapping, phase_json: str | os.PathLike,
+                  shards, seed: int, out_plan: str | os.PathLike, out_summary: str | os.PathLike) -> dict:
+    """The best random plan by AutoQRA's utility (α·P̃ − (1−α)·M̃ normalised on the random Pareto set)."""
+    from autoqra.pipeline.search import read_shard_records, shard_scores
+
+    space = search_space(model_dir, space_cfg, budget_json)
+    imp_q, imp_r = load_priors(priors_tsv, space.n_blocks)
+    doc = read_json(phase_json)
+    recs = read_shard_records(shards)
+    scores = shard_scores(doc["candidates"], recs)
+    genomes = [np.array(c) for c in doc["candidates"]]
+    obs = [(g, s, space.memory(g)) for g, s in zip(genomes, scores, strict=True)]
+    keys = set(TrustRegionSettings.__dataclass_fields__)
+    settings = TrustRegionSettings(**{**{k: v for k, v in refine_cfg.items() if k in keys}, "iterations": 0})
+    tr = TrustRegionSearch(space, imp_q, imp_r, settings, seed, obs)
+    genome, score, memory, utility = tr.best()
+    best_score = max(s for s in scores if s is not None)
+    plan = space.to_plan(genome, meta={"score": score, "memory_bytes": memory, "utility": utility,
+                                       "origin": "random_search"})
+    plan.save(out_plan)
+    summary = {"evaluations": len(genomes), "failed": sum(s is None for s in scores),
+               "best_utility": {"plan_hash": plan.hash, "hf_score": score, "memory_bytes": memory,
+                                "utility": utility},
+               "best_hf_score": best_score, "budget_bytes": space.budget,
+               "observations": [{"genome": g.tolist(), "plan_hash": recs[i]["plan_hash"], "score": s, "memory": m,
+                                 "utility": None if s is None else tr.utility(s, m)}
+                                for i, (g, s, m) in enumerate(obs)],
+               "manifest": build_manifest("random_search", {"space": dict(space_cfg)}, seed)}
+    atomic_write_json(out_summary, summary)
+    return summary

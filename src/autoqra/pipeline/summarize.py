@@ -1,0 +1,171 @@
+"""Tidy result tables (rule summarize) from the fine-tuning records, lm-eval outputs and searches:
+
+- ``results.tsv``: one row per (model, method, seed, task, metric) with the run's memory (GB,
+  analytic M(C) and measured bytes of the same part), average bits/rank, trainable parameters,
+  train time and throughput. An ``average`` task holds the mean of each task's main metric.
+- ``aggregate.tsv``: the same, mean and std over seeds.
+- ``search_cost.tsv``: evaluations (LF/HF, trained vs cached) and device seconds per stage and variant.
+
+pandas only; no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from autoqra.io import atomic_write_json, atomic_write_text
+from autoqra.lmeval import tidy_results
+from autoqra.manifest import build_manifest
+
+GB = 1e9
+RUN_COLUMNS = ["memory_gb_analytic", "memory_gb_measured", "fixed_gb", "peak_train_gb", "avg_bits", "avg_rank",
+               "trainable_params", "train_seconds", "tokens_per_s", "steps", "plan_hash", "within_budget"]
+
+
+def main_metric(metrics: Sequence[str]) -> str:
+    """The metric a task is averaged by: acc, else an exact_match variant, else the first."""
+    if "acc" in metrics:
+        return "acc"
+    em = [m for m in metrics if m.startswith("exact_match")]
+    return em[0] if em else sorted(metrics)[0]
+
+
+def _read(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _model_of(path: str | os.PathLike, stage: str) -> str:
+    parts = Path(path).parts
+    return parts[parts.index(stage) + 1]
+
+
+def run_rows(train_files: Sequence, lm_eval_files: Sequence, plan_files: Sequence,
+             methods: Mapping[str, Mapping]) -> pd.DataFrame:
+    """One row per (model, method, seed, task, metric), plus the per-seed ``average`` task."""
+    plans = {(_model_of(p, "methods"), Path(p).parent.name): _read(p) for p in plan_files}
+    trains = {}
+    for f in train_files:
+        rec = _read(f)
+        trains[(_model_of(f, "finetune"), rec["method"], int(rec["seed"]))] = rec
+    rows = []
+    for f in lm_eval_files:
+        res = _read(f)
+        model, method, seed = _model_of(f, "lm_eval"), res["method"], int(res["seed"])
+        tr, plan = trains[(model, method, seed)], plans[(model, method)]
+        spec = methods.get(method, {})
+        run = {"memory_gb_analytic": tr["memory_analytic_bytes"] / GB,
+               "memory_gb_measured": tr["memory_measured_bytes"] / GB, "fixed_gb": tr["fixed_bytes"] / GB,
+               "peak_train_gb": tr["peak_train_bytes"] / GB, "avg_bits": tr["avg_bits"], "avg_rank": tr["avg_rank"],
+               "trainable_params": tr["trainable_params"], "train_seconds": tr["train_seconds"],
+               "tokens_per_s": tr["tokens_per_s"], "steps": tr["steps"], "plan_hash": tr["plan_hash"],
+               "within_budget": plan.get("meta", {}).get("within_budget")}
+        head = {"model": model, "method": method, "group": spec.get("group", "baseline"),
+                "label": spec.get("label") or method, "seed": seed}
+        task_rows = tidy_results(res)
+        for r in task_rows:
+            rows.append({**head, **r, **run})
+        by_task: dict[str, dict[str, float]] = {}
+        for r in task_rows:
+            by_task.setdefault(r["task"], {})[r["metric"]] = r["value"]
+        if by_task:
+            mains = [m[main_metric(list(m))] for m in by_task.values()]
+            rows.append({**head, "task": "average", "metric": "main", "value": sum(mains) / len(mains),
+                         "stderr": None, **run})
+    cols = ["model", "method", "group", "label", "seed", "task", "metric", "value", "stderr", *RUN_COLUMNS]
+    df = pd.DataFrame(rows, columns=cols)
+    return df.sort_values(["model", "group", "method", "task", "metric", "seed"], kind="stable").reset_index(drop=True)
+
+
+def aggregate(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and (sample) std over seeds per (model, method, task, metric)."""
+    keys = ["model", "method", "group", "label", "task", "metric"]
+    if df.empty:
+        return pd.DataFrame(columns=[*keys, "n_seeds", "mean", "std"])
+    g = df.groupby(keys, sort=False, dropna=False)
+    out = g["value"].agg(n_seeds="count", mean="mean", std="std").reset_index()
+    firsts = g[["memory_gb_analytic", "memory_gb_measured", "avg_bits", "avg_rank", "trainable_params",
+                "plan_hash", "within_budget"]].first().reset_index(drop=True)
+    means = g[["train_seconds", "tokens_per_s", "peak_train_gb"]].mean().reset_index(drop=True)
+    return pd.concat([out, firsts, means], axis=1)
+
+
+def _fresh_cost(records: Sequence[Mapping]) -> tuple[int, int, float]:
+    """(records, trained records, device seconds of the trained ones)."""
+    fresh = [r for r in records if not r.get("cached")]
+    secs = sum((r.get("build_seconds") or 0) + (r.get("train_seconds") or 0) + (r.get("eval_seconds") or 0)
+               for r in fresh)
+    return len(records), len(fresh), secs
+
+
+def _jsonl(paths) -> list[dict]:
+    out = []
+    for p in paths:
+        with open(p, encoding="utf-8") as fh:
+            out += [json.loads(line) for line in fh if line.strip()]
+    return out
+
+
+def search_cost(front_files: Sequence, random_files: Sequence, sensitivity_files: Sequence,
+                train_files: Sequence) -> pd.DataFrame:
+    """Evaluations and device seconds per stage (trained = not served from the evaluation cache)."""
+    rows = []
+    for f in sensitivity_files:
+        t = _read(f).get("timings", {})
+        rows.append({"model": _model_of(f, "sensitivity"), "stage": "stage0_sensitivity", "variant": "",
+                     "lf_evaluations": 0, "hf_evaluations": 0, "evaluations": 0, "trained": 0,
+                     "device_seconds": float(t.get("total", 0.0))})
+    for f in front_files:
+        d = Path(f).parent
+        model, variant = _model_of(f, "search"), d.name
+        recs = _jsonl(sorted(d.glob("g*/*-shard*.jsonl")))
+        n, trained, secs = _fresh_cost(recs)
+        rows.append({"model": model, "stage": "stage1_search", "variant": variant,
+                     "lf_evaluations": sum(r["fidelity"] == "lf" for r in recs),
+                     "hf_evaluations": sum(r["fidelity"] == "hf" for r in recs), "evaluations": n,
+                     "trained": trained, "device_seconds": secs})
+        refine = _jsonl(sorted((Path(str(d).replace(f"{os.sep}search{os.sep}", f"{os.sep}refine{os.sep}", 1)))
+                               .glob("t*/hf-shard*.jsonl")))
+        if refine:
+            n, trained, secs = _fresh_cost(refine)
+            rows.append({"model": model, "stage": "stage2_refine", "variant": variant, "lf_evaluations": 0,
+                         "hf_evaluations": n, "evaluations": n, "trained": trained, "device_seconds": secs})
+    for f in random_files:
+        recs = _jsonl(sorted(Path(f).parent.glob("hf-shard*.jsonl")))
+        n, trained, secs = _fresh_cost(recs)
+        rows.append({"model": _model_of(f, "random"), "stage": "random_search", "variant": "", "lf_evaluations": 0,
+                     "hf_evaluations": n, "evaluations": n, "trained": trained, "device_seconds": secs})
+    per_model: dict[str, list] = {}
+    for f in train_files:
+        rec = _read(f)
+        per_model.setdefault(_model_of(f, "finetune"), []).append(rec)
+    for model, recs in per_model.items():
+        rows.append({"model": model, "stage": "finetune", "variant": "", "lf_evaluations": 0, "hf_evaluations": 0,
+                     "evaluations": len(recs), "trained": len(recs),
+                     "device_seconds": sum(r["build_seconds"] + r["train_seconds"] for r in recs)})
+    df = pd.DataFrame(rows, columns=["model", "stage", "variant", "lf_evaluations", "hf_evaluations", "evaluations",
+                                     "trained", "device_seconds"])
+    df["device_hours"] = df["device_seconds"] / 3600
+    return df
+
+
+def write_tsv(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    atomic_write_text(path, df.to_csv(sep="\t", index=False, float_format="%.6g"))
+
+
+def summarize(inputs: Mapping[str, Sequence[str]], methods: Mapping[str, Mapping], outputs: Any) -> dict:
+    """Write results/aggregate/search_cost TSVs and a manifest; return the tables."""
+    results = run_rows(inputs["train"], inputs["lm_eval"], inputs["plans"], methods)
+    agg = aggregate(results)
+    cost = search_cost(inputs["fronts"], inputs.get("random", []), inputs["sensitivity"], inputs["train"])
+    write_tsv(results, outputs.results)
+    write_tsv(agg, outputs.aggregate)
+    write_tsv(cost, outputs.search_cost)
+    atomic_write_json(outputs.manifest, build_manifest("summarize", {"methods": dict(methods)}, None,
+                                                       inputs={k: list(v) for k, v in inputs.items()}))
+    return {"results": results, "aggregate": agg, "search_cost": cost}

@@ -1,0 +1,94 @@
+# The plan of every fine-tuned method (AutoQRA, baselines, ablations) and the random-search
+# baseline: random_propose -> random_evaluate(shard) -> random_select.
+
+
+rule random_propose:
+    """Feasible plans drawn uniformly from the ladders (as many HF evaluations as AutoQRA spends)."""
+    input:
+        config=rules.model_prepare.output.config,
+        budget=rules.memory_budget.output.budget,
+    output:
+        "results/random/{model}/hf.json",
+    params:
+        space=config["search_space"],
+        n=random_evaluations(),
+        seed=config["seed"],
+    log:
+        "results/logs/random_propose/{model}.log",
+    conda:
+        "../../envs/autoqra.yaml"
+    script:
+        "../scripts/random_step.py"
+
+
+rule random_evaluate:
+    """HF evaluation of one shard of the random plans (shares the evaluation cache with the searches)."""
+    input:
+        config=rules.model_prepare.output.config,
+        budget=rules.memory_budget.output.budget,
+        phase="results/random/{model}/hf.json",
+        train=f"{DATA}/train.jsonl",
+        validation=f"{DATA}/validation.jsonl",
+    output:
+        "results/random/{model}/hf-shard{shard}.jsonl",
+    params:
+        space=config["search_space"],
+        evaluator=evaluator_params(),
+        cache_dir=config["cache_dir"],
+        shards=RANDOM_SHARDS,
+        seed=config["seed"],
+    log:
+        "results/logs/random_evaluate/{model}/{shard}.log",
+    benchmark:
+        "results/benchmarks/random_evaluate/{model}/{shard}.tsv"
+    conda:
+        "../../envs/autoqra.yaml"
+    threads: HEAVY_THREADS
+    resources:
+        gpu=1,
+    script:
+        "../scripts/random_step.py"
+
+
+rule random_select:
+    """The best random plan by AutoQRA's utility, and every random observation."""
+    input:
+        config=rules.model_prepare.output.config,
+        budget=rules.memory_budget.output.budget,
+        priors=rules.sensitivity.output.priors,
+        phase="results/random/{model}/hf.json",
+        shards=get_random_shards,
+    output:
+        plan="results/random/{model}/plan.json",
+        summary="results/random/{model}/summary.json",
+    params:
+        space=config["search_space"],
+        refine=config["refine"],
+        seed=config["seed"],
+    log:
+        "results/logs/random_select/{model}.log",
+    conda:
+        "../../envs/autoqra.yaml"
+    script:
+        "../scripts/random_step.py"
+
+
+rule method_plan:
+    """The plan a method fine-tunes: a search's final plan, a uniform/sequential baseline or the random best."""
+    input:
+        config=rules.model_prepare.output.config,
+        budget=rules.memory_budget.output.budget,
+        priors=rules.sensitivity.output.priors,
+        source=get_method_source_plan,
+    output:
+        "results/methods/{model}/{method}/plan.json",
+    params:
+        spec=lambda wc: config["methods"][wc.method],
+        space=config["search_space"],
+        seed=config["seed"],
+    log:
+        "results/logs/method_plan/{model}/{method}.log",
+    conda:
+        "../../envs/autoqra.yaml"
+    script:
+        "../scripts/method_plan.py"

@@ -1,0 +1,28 @@
+# Benchmarks of every fine-tuned method with lm-evaluation-harness, one job per (model, method, seed).
+
+
+rule lm_eval:
+    """lm-eval's simple_evaluate on the model rebuilt with autoqra.load (quantized base + adapter)."""
+    input:
+        config=rules.model_prepare.output.config,
+        plan="results/methods/{model}/{method}/plan.json",
+        adapter="results/finetune/{model}/{method}/s{seed}/adapter",
+        test=f"{DATA}/test.jsonl",
+    output:
+        "results/lm_eval/{model}/{method}/s{seed}.json",
+    params:
+        lm_eval=config["lm_eval"],
+        task_dir=LM_EVAL_TASK_DIR,
+        cache_dir=config["cache_dir"],
+        work_dir=lambda wc: f"results/lm_eval/{wc.model}/{wc.method}/s{wc.seed}.work",
+    log:
+        "results/logs/lm_eval/{model}/{method}/s{seed}.log",
+    benchmark:
+        "results/benchmarks/lm_eval/{model}/{method}/s{seed}.tsv"
+    conda:
+        "../../envs/autoqra.yaml"
+    threads: HEAVY_THREADS
+    resources:
+        gpu=1,
+    script:
+        "../scripts/lm_eval.py"

@@ -1,0 +1,30 @@
+"""Rules random_propose / random_evaluate / random_select: the random-search baseline."""
+from pathlib import Path
+
+from autoqra.pipeline import methods, search
+from autoqra.pipeline.common import search_space
+from autoqra.runlog import set_threads, setup_logging
+
+sm = snakemake  # noqa: F821  (injected by Snakemake)
+log = setup_logging(sm.log[0])
+model_dir = Path(sm.input.config).parent
+if sm.rule == "random_propose":
+    cands = methods.random_propose(model_dir, sm.params.space, sm.input.budget, sm.params.n, sm.params.seed,
+                                   sm.output[0])
+    log.info("%d random feasible plans", len(cands))
+elif sm.rule == "random_evaluate":
+    from autoqra.pipeline.common import make_evaluator
+
+    set_threads(sm.threads)
+    space = search_space(model_dir, sm.params.space, sm.input.budget)
+    evaluator = make_evaluator(model_dir, Path(sm.input.train).parent, sm.params.cache_dir, sm.params.evaluator)
+    recs = search.evaluate(space, sm.input.phase, int(sm.wildcards.shard), sm.params.shards, evaluator,
+                           sm.params.seed, sm.output[0])
+    log.info("evaluated %d random plans: %s", len(recs), [(r["plan_hash"], r["score"]) for r in recs])
+elif sm.rule == "random_select":
+    summary = methods.random_select(model_dir, sm.params.space, sm.input.budget, sm.input.priors, sm.params.refine,
+                                    sm.input.phase, sm.input.shards, sm.params.seed, sm.output.plan,
+                                    sm.output.summary)
+    log.info("best random plan %s", summary["best_utility"])
+else:
+    raise ValueError(f"random_step.py does not handle rule {sm.rule}")
