@@ -78,7 +78,7 @@ rule method_plan:
     input:
         config=rules.model_prepare.output.config,
         budget=rules.memory_budget.output.budget,
-        priors=rules.sensitivity.output.priors,
+        priors=get_method_priors,
         source=get_method_source_plan,
     output:
         "results/methods/{model}/{method}/plan.json",

@@ -160,6 +160,13 @@ def get_method_source_plan(wildcards):
     return []
 
 
+def get_method_priors(wildcards):
+    """Only the sequential baseline reads the priors (uniform baselines start before Stage 0 ends)."""
+    if config["methods"][wildcards.method]["plan"] == "sequential":
+        return f"results/sensitivity/{wildcards.model}/priors.tsv"
+    return []
+
+
 def random_evaluations():
     """The random search's HF evaluations: as many as the autoqra variant spends, unless set."""
     from autoqra.pipeline.methods import hf_evaluation_count
