@@ -66,6 +66,8 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def _cell(v: Any) -> str:
+    if hasattr(v, "item") and not isinstance(v, str):  # numpy scalars: plain Python value, not repr
+        v = v.item()
     if isinstance(v, float):
         return repr(v)
     return str(v)

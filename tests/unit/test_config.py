@@ -62,6 +62,16 @@ def test_shipped_configs_are_valid_and_defaults_filled():
     ("models", {"m": {"source": "micro", "micro": {"hidden_size": 60, "num_attention_heads": 7}}},
      r"'models.m'.*divisible"),
     ("search_space", {"backend": "bnb", "bits": [2, 4]}, r"'search_space.bits': backend 'bnb'"),
+    ("methods", {"x": {"plan": "search", "variant": "nope"}}, r"'methods.x.variant': 'nope' is not a search variant"),
+    ("methods", {"x": {"plan": "uniform", "bits": 4}}, r"'methods.x': plan 'uniform' needs \['bits', 'rank'\]"),
+    ("methods", {"x": {"plan": "uniform", "backend": "bnb", "bits": 3, "rank": 8}}, r"'methods.x.bits': backend 'bnb'"),
+    ("methods", {"x": {"plan": "sequential", "rank": 32}}, r"'methods.x.rank': 32 is not on the rank ladder"),
+    ("methods", {"x": {"plan": "magic"}}, r"'methods.x.plan': 'magic' is not allowed"),
+    ("methods", {}, r"'methods'"),
+    ("finetune", {"steps": 3, "epochs": 1}, r"'finetune': give either 'steps'"),
+    ("finetune", {"seeds": []}, r"'finetune.seeds'"),
+    ("lm_eval", {"tasks": ["arc_easy"]}, r"'lm_eval.tasks': \['arc_easy'\] are not offline tasks"),
+    ("job_threads", 0, r"'job_threads': 0 is less than the minimum of 1"),
 ])
 def test_bad_configs_name_the_key(path, value, expect):
     with pytest.raises(ConfigError, match=expect):

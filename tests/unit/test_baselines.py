@@ -1,0 +1,125 @@
+"""Baseline plans (uniform, sequential, random), the method plan step and the random-search pick."""
+
+import json
+
+import numpy as np
+import pytest
+
+from autoqra.baselines import random_genomes, sequential_genome, uniform_plan
+from autoqra.errors import ConfigError
+from autoqra.memory import MemoryModel, ModelShape
+from autoqra.pipeline.methods import hf_evaluation_count
+from autoqra.plan import Plan
+from autoqra.search.space import SearchSpace
+
+SMOL = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+        "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152, "tie_word_embeddings": True}
+MM = MemoryModel(ModelShape.from_config(SMOL), "hqq", 64)
+BUDGET = MM.plan_bytes(Plan.uniform(30, 4, 8))
+SPACE = SearchSpace.from_memory_model(MM, (2, 3, 4, 8), (4, 8, 16), BUDGET)
+
+
+def test_uniform_plan_16_bit_is_plain_lora():
+    p = uniform_plan(30, 16, 8, "hqq", 64)
+    assert p.backend == "none" and set(p.bits) == {16} and set(p.ranks) == {8}
+    q = uniform_plan(30, 4, 8, "bnb", 64)
+    assert q.backend == "bnb" and set(q.bits) == {4}
+
+
+def test_sequential_fills_the_budget_by_fidelity_prior():
+    rng = np.random.default_rng(0)
+    iq = rng.random(30)
+    g = sequential_genome(SPACE, iq, 8)
+    assert SPACE.feasible(g)
+    assert set(g[1].tolist()) == {SPACE.ranks.index(8)}  # ranks never move
+    bits = np.array([SPACE.bits[i] for i in g[0]])
+    # More important blocks never get fewer bits than less important ones.
+    order = np.argsort(iq)
+    assert all(bits[order[i]] <= bits[order[i + 1]] for i in range(29))
+    # Greedy stops as soon as it fits: undoing its last downgrade would exceed the budget.
+    assert len(set(bits.tolist())) > 1
+    assert bits.mean() >= 3.5  # the uniform 4-bit budget is spent, not left unused
+
+
+def test_sequential_reports_an_impossible_rank():
+    small = SearchSpace.from_memory_model(MM, (2, 3, 4, 8), (4, 8, 16), MM.plan_bytes(Plan.uniform(30, 2, 4)))
+    with pytest.raises(ConfigError, match="lower the rank"):
+        sequential_genome(small, np.ones(30), 16)
+    with pytest.raises(ConfigError, match="not on the rank ladder"):
+        sequential_genome(SPACE, np.ones(30), 32)
+
+
+def test_random_genomes_feasible_distinct_and_seeded():
+    a = random_genomes(SPACE, 12, np.random.default_rng(3))
+    b = random_genomes(SPACE, 12, np.random.default_rng(3))
+    assert all(SPACE.feasible(g) for g in a)
+    assert len({SPACE.key(g) for g in a}) == 12
+    assert all((x == y).all() for x, y in zip(a, b, strict=True))
+    # Uniform draws: every rung of both ladders shows up.
+    assert set(np.concatenate([g[0] for g in a]).tolist()) == {0, 1, 2, 3}
+    tight = SearchSpace.from_memory_model(MM, (2, 3, 4, 8), (4, 8, 16), SPACE.min_memory())
+    with pytest.raises(ValueError, match="feasible plans"):
+        random_genomes(tight, 2, np.random.default_rng(0), max_tries=200)
+
+
+def test_hf_evaluation_count_matches_the_search_schedule():
+    cfg = {"search": {"population": 4, "generations": 2, "promote": 2, "offspring": None,
+                      "variants": {"autoqra": {}, "sf": {"multi_fidelity": False, "stage2": False}}},
+           "refine": {"q": 2, "iterations": 1}}
+    assert hf_evaluation_count(cfg, "autoqra") == 4 + 2 * 2 + 2
+    assert hf_evaluation_count(cfg, "sf") == 4 + 2 * 4
+
+
+def test_random_select_picks_by_the_autoqra_utility(tmp_path):
+    from autoqra.io import atomic_write_json
+    from autoqra.pipeline import methods
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(json.dumps(SMOL))
+    atomic_write_json(tmp_path / "budget.json", {"plan_bytes": BUDGET})
+    space_cfg = {"backend": "hqq", "group_size": 64, "bits": [2, 3, 4, 8], "ranks": [4, 8, 16]}
+    cands = methods.random_propose(tmp_path / "m", space_cfg, tmp_path / "budget.json", 6, 0, tmp_path / "hf.json")
+    mems = [SPACE.memory(np.array(c)) for c in cands]
+    # Score = memory (more bytes, better) except one plan that is best on score at the lowest memory.
+    scores = [m / 1e8 for m in mems]
+    star = int(np.argmin(mems))
+    scores[star] = max(scores) + 1.0
+    scores[0 if star else 1] = None  # a failed evaluation is never picked
+    with open(tmp_path / "shard.jsonl", "w") as fh:
+        for i, s in enumerate(scores):
+            fh.write(json.dumps({"index": i, "plan_hash": f"h{i}", "status": "ok" if s is not None else "failed",
+                                 "score": s}) + "\n")
+    summary = methods.random_select(tmp_path / "m", space_cfg, tmp_path / "budget.json", None, {"alpha": 0.6},
+                                    tmp_path / "hf.json", [tmp_path / "shard.jsonl"], 0, tmp_path / "plan.json",
+                                    tmp_path / "summary.json")
+    plan = Plan.load(tmp_path / "plan.json")
+    assert SPACE.from_plan(plan).tolist() == cands[star]
+    assert summary["evaluations"] == 6 and summary["failed"] == 1
+    assert summary["best_utility"]["hf_score"] == pytest.approx(scores[star])
+
+
+def test_method_plan_writes_meta_for_each_kind(tmp_path):
+    from autoqra.io import atomic_write_json
+    from autoqra.pipeline.methods import method_plan
+    from autoqra.sensitivity import write_priors
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(json.dumps(SMOL))
+    atomic_write_json(tmp_path / "budget.json", {"plan_bytes": BUDGET})
+    space_cfg = {"backend": "hqq", "group_size": 64, "bits": [2, 3, 4, 8], "ranks": [4, 8, 16]}
+    args = (tmp_path / "m", space_cfg, tmp_path / "budget.json")
+    p = method_plan({"plan": "uniform", "bits": 16, "rank": 8, "backend": None}, *args, None, None,
+                    tmp_path / "a.json", method="lora16")
+    assert p.backend == "none" and p.meta["within_budget"] is False and p.meta["method"] == "lora16"
+    p = method_plan({"plan": "uniform", "bits": 4, "rank": 8, "backend": None}, *args, None, None,
+                    tmp_path / "b.json", method="hqq4")
+    assert p.meta["memory_bytes"] == pytest.approx(BUDGET) and p.meta["within_budget"]
+    rows = [{"block": i, "iq_raw": v, "iq_norm": v, "ir_raw": 0.5, "ir_norm": 0.5, "combined": v}
+            for i, v in enumerate(np.linspace(0, 1, 30))]
+    write_priors(rows, tmp_path / "priors.tsv")
+    p = method_plan({"plan": "sequential", "rank": 8}, *args, tmp_path / "priors.tsv", None,
+                    tmp_path / "c.json", method="sequential")
+    assert p.meta["within_budget"] and p.bits[0] <= p.bits[-1] and set(p.ranks) == {8}
+    with pytest.raises(ValueError, match="needs the plan its search wrote"):
+        method_plan({"plan": "search", "variant": "autoqra"}, *args, None, None, tmp_path / "d.json", method="x")
+    assert json.loads((tmp_path / "c.json").read_text())["meta"]["kind"] == "sequential"

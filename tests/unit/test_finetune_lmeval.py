@@ -1,0 +1,89 @@
+"""Final fine-tuning (adapter + cost record), autoqra.load of the adapter and the lm-eval wrapper on
+the micro model with the bundled offline tasks."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import autoqra  # noqa: E402
+from autoqra.data import prepare_data  # noqa: E402
+from autoqra.errors import ConfigError, PlanError  # noqa: E402
+from autoqra.finetune import finetune  # noqa: E402
+from autoqra.lmeval import available_local_tasks, prepare_tasks, run_lm_eval, tidy_results  # noqa: E402
+from autoqra.models import prepare_model  # noqa: E402
+from autoqra.plan import Plan  # noqa: E402
+from autoqra.train import Fidelity, TrainSettings  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+TASKS = ROOT / "workflow" / "resources" / "lm_eval_tasks"
+MICRO = {"source": "micro", "id": None, "revision": None, "micro": None}
+PLAN = Plan((2, 4, 8, 3), (4, 8, 16, 8), backend="hqq", group_size=32)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ft")
+    prepare_model(MICRO, root / "m", seed=0)
+    prepare_data({"source": "synthetic", "n_train": 64, "n_val": 16, "n_test": 12}, root / "data", seed=0)
+    rec = finetune(root / "m", root / "data", PLAN, cache_dir=root / "cache", fidelity=Fidelity("final", steps=4),
+                   train=TrainSettings(lr=1e-2, batch_size=4, max_seq_len=96, progress=False), seed=3,
+                   out_dir=root / "run", method="mixed")
+    return root, rec
+
+
+def test_finetune_record_and_adapter(tuned):
+    root, rec = tuned
+    assert (root / "run/adapter/adapter_model.safetensors").is_file()
+    assert Plan.load(root / "run/adapter/plan.json").hash == PLAN.hash
+    stored = json.loads((root / "run/train.json").read_text())
+    assert stored["plan_hash"] == PLAN.hash and stored["steps"] == 4 and stored["seed"] == 3
+    assert stored["avg_bits"] == pytest.approx(17 / 4) and stored["avg_rank"] == 9
+    # Packed weights + metadata measured from the model agree with the memory model up to the LoRA
+    # tensors, which train in float32 on CPU (4 bytes) where the model charges 16 bit.
+    m = stored["memory_measured"]
+    lora_params = stored["trainable_params"]
+    assert m["lora"] == 4 * lora_params
+    assert m["weights"] + m["quant_meta"] + 2 * lora_params == pytest.approx(stored["memory_analytic_bytes"], rel=0.03)
+    assert stored["manifest"]["stage"] == "finetune" and stored["peak_train_bytes"] > 0
+
+
+def test_load_rebuilds_the_trained_model(tuned):
+    root, _ = tuned
+    built = autoqra.load(root / "m", PLAN, root / "run/adapter", cache_dir=root / "cache")
+    lora_b = [p for n, p in built.model.named_parameters() if "lora_B" in n]
+    assert lora_b and any(float(p.abs().sum()) > 0 for p in lora_b)  # trained, not the zero init
+    other = Plan((4, 4, 4, 4), (4, 8, 16, 8), backend="hqq", group_size=32)
+    with pytest.raises(PlanError, match="was trained for plan"):
+        autoqra.load(root / "m", other, root / "run/adapter", cache_dir=root / "cache")
+
+
+def test_lm_eval_on_offline_tasks(tuned):
+    root, _ = tuned
+    assert set(available_local_tasks(TASKS)) >= {"synth_mc", "synth_gen"}
+    built = autoqra.load(root / "m", PLAN, root / "run/adapter", cache_dir=root / "cache")
+    include = prepare_tasks(TASKS, root / "data", root / "work")
+    first = json.loads((root / "work/data/test.jsonl").read_text().splitlines()[0])
+    assert first["prompt"].endswith("### Response:\n")
+    out = run_lm_eval(built.model, built.tokenizer, ["synth_mc", "synth_gen"], include_path=include, limit=6,
+                      batch_size=8, seed=0)
+    assert out["versions"] == {"synth_mc": 1.0, "synth_gen": 1.0}
+    assert out["n-samples"]["synth_mc"]["effective"] == 6
+    rows = {(r["task"], r["metric"]): r["value"] for r in tidy_results(out)}
+    assert set(rows) == {("synth_mc", "acc"), ("synth_mc", "acc_norm"), ("synth_gen", "exact_match[first_line]")}
+    assert all(0.0 <= v <= 1.0 for v in rows.values())
+    with pytest.raises(ConfigError, match="unknown task"):
+        run_lm_eval(built.model, built.tokenizer, ["no_such_task"], include_path=include, limit=2)
