@@ -81,3 +81,18 @@ def _jsonable(o: Any) -> Any:
     if isinstance(o, set | frozenset):
         return sorted(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Records of a JSON-lines file written by a pipeline step; an empty file is an empty list
+    (a phase with no candidates), a broken line an error naming the file and line."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: line {lineno}: invalid JSON ({e.msg}); expected one record per line") from e
+    return out

@@ -64,6 +64,44 @@ def test_micro_pipeline_search_and_final_plan(micro_run):
     assert len(plan["bits"]) == 4 and set(plan["bits"]) <= {2, 3, 4, 8}
 
 
+def test_micro_pipeline_methods_finetune_and_benchmarks(micro_run):
+    """Every configured (method, seed) is fine-tuned, benchmarked by lm-eval and summarised."""
+    import pandas as pd
+
+    from autoqra.config import load_config
+
+    r = micro_run / "results"
+    cfg = load_config(ROOT / "config" / "micro.yaml", base_dir=ROOT)
+    expected = {(m, s) for m, spec in cfg["methods"].items() for s in (spec["seeds"] or cfg["finetune"]["seeds"])}
+    res = pd.read_csv(r / "summary/results.tsv", sep="\t")
+    assert set(zip(res.method, res.seed, strict=True)) == expected
+    assert set(res.task) == {"synth_mc", "synth_gen", "average"}
+    assert res.value.between(0, 1).all()
+    agg = pd.read_csv(r / "summary/aggregate.tsv", sep="\t")
+    assert set(agg.method) == set(cfg["methods"])
+    final = json.loads((r / "final/micro/autoqra/plan.json").read_text())
+    stage1 = json.loads((r / "final/micro/autoqra/stage1_plan.json").read_text())
+    budget = json.loads((r / "memory/micro/budget.json").read_text())["plan_bytes"]
+    for m, spec in cfg["methods"].items():
+        plan = json.loads((r / f"methods/micro/{m}/plan.json").read_text())
+        assert plan["meta"]["within_budget"] == (m != "lora16"), m  # 16-bit LoRA is the only one above it
+        assert plan["meta"]["memory_bytes"] <= budget or m == "lora16"
+        train = json.loads((r / f"finetune/micro/{m}/s0/train.json").read_text())
+        assert train["steps"] == cfg["finetune"]["steps"] and train["trainable_params"] > 0
+        lm = json.loads((r / f"lm_eval/micro/{m}/s0.json").read_text())
+        assert lm["versions"] == {"synth_mc": 1.0, "synth_gen": 1.0} and lm["plan_hash"] == train["plan_hash"]
+        if spec["plan"] == "search":
+            want = final if spec["stage2"] else stage1
+            assert (plan["bits"], plan["ranks"]) == (want["bits"], want["ranks"]), m
+    assert json.loads((r / "methods/micro/qlora_nf4/plan.json").read_text())["backend"] == "bnb"
+    cost = pd.read_csv(r / "summary/search_cost.tsv", sep="\t", keep_default_na=False)
+    hf = cost.set_index(["stage", "variant"])["hf_evaluations"]
+    assert hf["random_search", ""] == hf["stage1_search", "autoqra"] + hf["stage2_refine", "autoqra"]
+    # Single fidelity: every offspring at HF, no LF evaluation at all.
+    assert hf["stage1_search", "single_fidelity"] == 4 + 2 * 4
+    assert cost.set_index(["stage", "variant"]).loc[("stage1_search", "single_fidelity"), "lf_evaluations"] == 0
+
+
 def test_rerun_is_a_no_op(micro_run):
     res = snakemake(micro_run, "--configfile", str(ROOT / "config" / "micro.yaml"), "-n")
     assert res.returncode == 0
@@ -124,7 +162,8 @@ def test_killed_run_resumes_without_recomputing(tmp_path, micro_run):
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in evals.rglob("*.json")}
     assert before, "no evaluation finished before the kill"
     snakemake(tmp_path, "--configfile", str(ROOT / "config" / "micro.yaml"), "--unlock")
-    res = snakemake(tmp_path, "--configfile", str(ROOT / "config" / "micro.yaml"), "--rerun-incomplete")
+    res = snakemake(tmp_path, "--configfile", str(ROOT / "config" / "micro.yaml"), "--rerun-incomplete",
+                    "results/final/micro/autoqra/plan.json")
     assert res.returncode == 0, res.stderr[-3000:]
     for p, (mtime, data) in before.items():
         assert p.stat().st_mtime_ns == mtime and p.read_bytes() == data, f"{p} was recomputed"

@@ -13,6 +13,7 @@ rule random_propose:
         space=config["search_space"],
         n=random_evaluations(),
         seed=config["seed"],
+    priority: 5
     log:
         "results/logs/random_propose/{model}.log",
     conda:
@@ -37,6 +38,7 @@ rule random_evaluate:
         cache_dir=config["cache_dir"],
         shards=RANDOM_SHARDS,
         seed=config["seed"],
+    priority: 5
     log:
         "results/logs/random_evaluate/{model}/{shard}.log",
     benchmark:
@@ -65,6 +67,7 @@ rule random_select:
         space=config["search_space"],
         refine=config["refine"],
         seed=config["seed"],
+    priority: 5
     log:
         "results/logs/random_select/{model}.log",
     conda:

@@ -16,6 +16,7 @@ rule refine_propose:
         space=config["search_space"],
         refine=config["refine"],
         seed=config["seed"],
+    priority: 10
     log:
         "results/logs/refine_propose/{model}/{variant}/t{t}.log",
     conda:
@@ -42,6 +43,7 @@ rule refine_evaluate:
         cache_dir=config["cache_dir"],
         shards=REFINE_SHARDS,
         seed=config["seed"],
+    priority: 10
     log:
         "results/logs/refine_evaluate/{model}/{variant}/t{t}-{shard}.log",
     benchmark:
@@ -69,6 +71,7 @@ rule refine_update:
         space=config["search_space"],
         refine=config["refine"],
         seed=config["seed"],
+    priority: 10
     log:
         "results/logs/refine_update/{model}/{variant}/t{t}.log",
     conda:
@@ -93,6 +96,7 @@ rule final_plan:
         space=config["search_space"],
         refine=config["refine"],
         seed=config["seed"],
+    priority: 10
     log:
         "results/logs/final_plan/{model}/{variant}.log",
     conda:

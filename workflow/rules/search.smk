@@ -1,4 +1,5 @@
-# Stage 1: the multi-fidelity evolutionary search, one chain of jobs per (model, variant):
+# Stage 1: the multi-fidelity evolutionary search, one chain of jobs per (model, variant). Search
+# chains run before fine-tuning jobs (priority): they are the long serial path of the DAG.
 # propose(g) -> evaluate(g, lf, shard) -> promote(g) -> evaluate(g, hf, shard) -> select(g) -> ...
 
 
@@ -16,6 +17,7 @@ rule search_propose:
         search=config["search"],
         variant=get_variant,
         seed=config["seed"],
+    priority: 10
     log:
         "results/logs/search_propose/{model}/{variant}/g{g}.log",
     conda:
@@ -43,6 +45,7 @@ rule search_evaluate:
         cache_dir=config["cache_dir"],
         shards=SHARDS,
         seed=config["seed"],
+    priority: 10
     log:
         "results/logs/search_evaluate/{model}/{variant}/g{g}-{phase}-{shard}.log",
     benchmark:
@@ -71,6 +74,7 @@ rule search_promote:
         search=config["search"],
         variant=get_variant,
         seed=config["seed"],
+    priority: 10
     log:
         "results/logs/search_promote/{model}/{variant}/g{g}.log",
     conda:
@@ -94,6 +98,7 @@ rule search_select:
         search=config["search"],
         variant=get_variant,
         seed=config["seed"],
+    priority: 10
     log:
         "results/logs/search_select/{model}/{variant}/g{g}.log",
     conda:
@@ -120,6 +125,7 @@ rule search_front:
         search=config["search"],
         variant=get_variant,
         seed=config["seed"],
+    priority: 10
     log:
         "results/logs/search_front/{model}/{variant}.log",
     conda:

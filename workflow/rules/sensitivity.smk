@@ -13,6 +13,7 @@ rule sensitivity:
         max_seq_len=config["data"]["max_seq_len"],
         cache_dir=config["cache_dir"],
         seed=config["seed"],
+    priority: 10
     log:
         "results/logs/sensitivity/{model}.log",
     benchmark:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from autoqra.io import atomic_write_json, atomic_write_jsonl, atomic_write_tsv, read_json
+from autoqra.io import atomic_write_json, atomic_write_jsonl, atomic_write_tsv, read_json, read_jsonl
 from autoqra.manifest import build_manifest
 from autoqra.pipeline.common import load_priors, search_space, shard_of
 from autoqra.search.evolution import EvolutionarySearch, EvolutionSettings
@@ -70,11 +70,9 @@ def propose(ctx: SearchContext, prev_select: str | os.PathLike | None, generatio
 
 def read_shard_records(files: Sequence[str | os.PathLike]) -> dict[int, dict]:
     """Shard outputs merged: candidate index -> evaluation record."""
-    from autoqra.data import load_jsonl
-
     out: dict[int, dict] = {}
     for f in files:
-        for rec in load_jsonl(f):
+        for rec in read_jsonl(f):
             out[int(rec["index"])] = rec
     return out
 
@@ -148,11 +146,9 @@ def front(ctx: SearchContext, last_select: str | os.PathLike, shard_files: Seque
         plan = ctx.space.to_plan(genome)
         front_rows.append({"plan": plan.to_dict(), "plan_hash": plan.hash, "hf_score": score, "memory_bytes": mem,
                            "genome": genome.tolist()})
-    from autoqra.data import load_jsonl
-
     rows = []
     for f in shard_files:
-        for r in load_jsonl(f):
+        for r in read_jsonl(f):
             rows.append([r["generation"], r["phase"], r["fidelity"], r["plan_hash"],
                          ",".join(map(str, r["plan"]["bits"])), ",".join(map(str, r["plan"]["ranks"])),
                          r["status"], r["reason"] or "", r["score"], r["loss"], r["accuracy"], r["memory_bytes"],

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from autoqra.io import atomic_write_json, atomic_write_text
+from autoqra.io import atomic_write_json, atomic_write_text, read_jsonl
 from autoqra.lmeval import tidy_results
 from autoqra.manifest import build_manifest
 
@@ -104,11 +104,7 @@ def _fresh_cost(records: Sequence[Mapping]) -> tuple[int, int, float]:
 
 
 def _jsonl(paths) -> list[dict]:
-    out = []
-    for p in paths:
-        with open(p, encoding="utf-8") as fh:
-            out += [json.loads(line) for line in fh if line.strip()]
-    return out
+    return [rec for p in paths for rec in read_jsonl(p)]
 
 
 def search_cost(front_files: Sequence, random_files: Sequence, sensitivity_files: Sequence,
