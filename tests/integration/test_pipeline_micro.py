@@ -79,8 +79,6 @@ def test_micro_pipeline_methods_finetune_and_benchmarks(micro_run):
     assert res.value.between(0, 1).all()
     agg = pd.read_csv(r / "summary/aggregate.tsv", sep="\t")
     assert set(agg.method) == set(cfg["methods"])
-    final = json.loads((r / "final/micro/autoqra/plan.json").read_text())
-    stage1 = json.loads((r / "final/micro/autoqra/stage1_plan.json").read_text())
     budget = json.loads((r / "memory/micro/budget.json").read_text())["plan_bytes"]
     for m, spec in cfg["methods"].items():
         plan = json.loads((r / f"methods/micro/{m}/plan.json").read_text())
@@ -91,7 +89,8 @@ def test_micro_pipeline_methods_finetune_and_benchmarks(micro_run):
         lm = json.loads((r / f"lm_eval/micro/{m}/s0.json").read_text())
         assert lm["versions"] == {"synth_mc": 1.0, "synth_gen": 1.0} and lm["plan_hash"] == train["plan_hash"]
         if spec["plan"] == "search":
-            want = final if spec["stage2"] else stage1
+            name = "plan.json" if spec["stage2"] else "stage1_plan.json"
+            want = json.loads((r / f"final/micro/{spec['variant']}/{name}").read_text())
             assert (plan["bits"], plan["ranks"]) == (want["bits"], want["ranks"]), m
     assert json.loads((r / "methods/micro/qlora_nf4/plan.json").read_text())["backend"] == "bnb"
     cost = pd.read_csv(r / "summary/search_cost.tsv", sep="\t", keep_default_na=False)
