@@ -207,6 +207,37 @@ class Evaluator:
             self.check_plan(p)
         return [self.evaluate(p, fidelity, seed) for p in plans]
 
+    def quant_error(self, plan: Plan) -> dict[str, float]:
+        """How much quantization alone hurts: validation loss of the plan's quantized model before
+        any fine-tuning (LoRA B = 0, so the adapters are a no-op) minus that of the 16-bit model,
+        in nats per response token. Cached per (base, plan, eval settings, data)."""
+        self.check_plan(plan)
+        pre = self._pre_loss(plan)
+        base = self._pre_loss(Plan.uniform(len(plan.bits), 16, plan.ranks[0], backend="none",
+                                           group_size=plan.group_size))
+        return {"pre_loss": pre, "base_loss": base, "quant_error": pre - base}
+
+    def _pre_loss(self, plan: Plan) -> float:
+        key = _sha({"format": RECORD_FORMAT, "eval": asdict(self.eval), "data": self.data_sha})[:8]
+        path = self.cache_dir / "evals" / self.base_sha[:12] / "pre" / f"{plan.hash}-{key}.json"
+        cached = _read_record(path)
+        if cached is not None:
+            return float(cached["pre_loss"])
+        from autoqra.quant import build
+
+        self._load()
+        built = build(self.model_dir, plan, cache_dir=self.cache_dir, lora_dropout=0.0,
+                      alpha_per_rank=self.alpha_per_rank, device=self.device, seed=0, base=self._base)
+        try:
+            scores = score_model(built.model, built.tokenizer, self.val_records,
+                                 EvalSettings(**{**asdict(self.eval), "metric": "neg_loss"}))
+        finally:
+            del built
+            gc.collect()
+        atomic_write_json(path, {"status": "ok", "plan_hash": plan.hash, "pre_loss": scores["loss"],
+                                 "eval_seconds": scores["eval_seconds"]})
+        return float(scores["loss"])
+
     def _load(self) -> None:
         if self._base is None:
             from autoqra.quant import BaseModel

@@ -128,3 +128,22 @@ def test_method_plan_writes_meta_for_each_kind(tmp_path):
     with pytest.raises(ValueError, match="needs the plan its search wrote"):
         method_plan({"plan": "search", "variant": "autoqra"}, *args, None, None, tmp_path / "d.json", method="x")
     assert json.loads((tmp_path / "c.json").read_text())["meta"]["kind"] == "sequential"
+
+
+def test_optuna_search_proposes_feasible_plans_deterministically():
+    from autoqra.search.optuna_sampler import OptunaSearch
+
+    def run(seed):
+        opt, out = OptunaSearch(SPACE, "tpe", seed), []
+        for i in range(12):
+            proposed, g = opt.ask()
+            assert SPACE.feasible(g) and proposed.shape == g.shape
+            out.append(g)
+            opt.tell(None if i == 3 else float(SPACE.memory(g)) / 1e8)  # a failed trial is allowed
+        return out
+
+    a, b = run(1), run(1)
+    assert all((x == y).all() for x, y in zip(a, b, strict=True))
+    assert len({SPACE.key(g) for g in a}) > 6
+    with pytest.raises(ValueError, match="unknown"):
+        OptunaSearch(SPACE, "cmaes")

@@ -271,3 +271,16 @@ def test_evaluator_user_errors_raise_before_work(env):
     with pytest.raises(PlanError):
         ev.evaluate_many([PLAN, Plan.uniform(5, 4, 8)], "lf", seed=3)
     assert ev.n_trained == 0 and ev._base is None
+
+
+def test_quant_error_is_the_loss_increase_before_finetuning(env, tmp_path):
+    ev = Evaluator(env["model"], env["data"], tmp_path, fidelities={"lf": Fidelity("lf", steps=1)},
+                   train=FAST, eval=EvalSettings(batch_size=8, max_seq_len=96, max_examples=8, metric="neg_loss"))
+    two = ev.quant_error(Plan.uniform(4, 2, 8, group_size=32))
+    eight = ev.quant_error(Plan.uniform(4, 8, 8, group_size=32))
+    assert two["base_loss"] == eight["base_loss"]
+    assert two["quant_error"] > eight["quant_error"] >= -1e-3  # 8-bit is nearly lossless, 2-bit is not
+    assert two["pre_loss"] == pytest.approx(two["base_loss"] + two["quant_error"])
+    assert ev.n_trained == 0  # nothing trained; the next call is served from the cache
+    again = ev.quant_error(Plan.uniform(4, 2, 8, group_size=32))
+    assert again == two and len(list((tmp_path / "evals").rglob("pre/*.json"))) == 3

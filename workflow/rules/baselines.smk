@@ -95,3 +95,60 @@ rule method_plan:
         "../../envs/autoqra.yaml"
     script:
         "../scripts/method_plan.py"
+
+
+rule optuna_search:
+    """An optuna sampler (TPE by default) proposing plans one at a time, each evaluated at HF."""
+    input:
+        config=rules.model_prepare.output.config,
+        budget=rules.memory_budget.output.budget,
+        train=f"{DATA}/train.jsonl",
+        validation=f"{DATA}/validation.jsonl",
+    output:
+        "results/optuna/{model}/summary.json",
+    params:
+        space=config["search_space"],
+        evaluator=evaluator_params(),
+        cache_dir=config["cache_dir"],
+        n=optuna_evaluations(),
+        sampler=config["optuna_search"]["sampler"],
+        seed=config["seed"],
+    priority: 5
+    log:
+        "results/logs/optuna_search/{model}.log",
+    benchmark:
+        "results/benchmarks/optuna_search/{model}.tsv"
+    conda:
+        "../../envs/autoqra.yaml"
+    threads: HEAVY_THREADS
+    resources:
+        gpu=1,
+    script:
+        "../scripts/optuna_search.py"
+
+
+rule methods_hf:
+    """Every method's plan at HF fidelity (cached for search plans): baselines on the search's scale."""
+    input:
+        config=rules.model_prepare.output.config,
+        plans=expand("results/methods/{{model}}/{method}/plan.json", method=METHODS),
+        train=f"{DATA}/train.jsonl",
+        validation=f"{DATA}/validation.jsonl",
+    output:
+        "results/methods_hf/{model}.tsv",
+    params:
+        methods=config["methods"],
+        evaluator=evaluator_params(),
+        cache_dir=config["cache_dir"],
+        seed=config["seed"],
+    log:
+        "results/logs/methods_hf/{model}.log",
+    benchmark:
+        "results/benchmarks/methods_hf/{model}.tsv"
+    conda:
+        "../../envs/autoqra.yaml"
+    threads: HEAVY_THREADS
+    resources:
+        gpu=1,
+    script:
+        "../scripts/methods_hf.py"

@@ -175,6 +175,17 @@ def random_evaluations():
     return n if n is not None else hf_evaluation_count(config, "autoqra")
 
 
+def optuna_evaluations():
+    from autoqra.pipeline.methods import hf_evaluation_count
+
+    n = config["optuna_search"]["evaluations"]
+    return n if n is not None else hf_evaluation_count(config, "autoqra")
+
+
+def uses_optuna():
+    return config["optuna_search"]["enabled"]
+
+
 def get_random_shards(wildcards):
     return expand("results/random/{model}/hf-shard{shard}.jsonl", model=wildcards.model, shard=range(RANDOM_SHARDS))
 
@@ -204,6 +215,7 @@ def get_summary_inputs(wildcards):
         "fronts": [f"results/search/{m}/{v}/front.json" for m in MODELS for v in VARIANTS],
         "histories": [f"results/final/{m}/{v}/history.json" for m in MODELS for v in VARIANTS],
         "random": [f"results/random/{m}/summary.json" for m in MODELS if uses_random()],
+        "optuna": [f"results/optuna/{m}/summary.json" for m in MODELS if uses_optuna()],
         "sensitivity": [f"results/sensitivity/{m}/correlations.json" for m in MODELS],
     }
 
@@ -219,4 +231,5 @@ def get_final_output():
     out += expand("results/sensitivity/{model}/priors.tsv", model=MODELS)
     out += expand("results/final/{model}/{variant}/plan.json", model=MODELS, variant=VARIANTS)
     out += ["results/summary/results.tsv"]
+    out += expand("results/methods_hf/{model}.tsv", model=MODELS)
     return out

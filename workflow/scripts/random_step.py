@@ -19,7 +19,7 @@ elif sm.rule == "random_evaluate":
     space = search_space(model_dir, sm.params.space, sm.input.budget)
     evaluator = make_evaluator(model_dir, Path(sm.input.train).parent, sm.params.cache_dir, sm.params.evaluator)
     recs = search.evaluate(space, sm.input.phase, int(sm.wildcards.shard), sm.params.shards, evaluator,
-                           sm.params.seed, sm.output[0])
+                           sm.params.seed, sm.output[0], quant_error=True)
     log.info("evaluated %d random plans: %s", len(recs), [(r["plan_hash"], r["score"]) for r in recs])
 elif sm.rule == "random_select":
     summary = methods.random_select(model_dir, sm.params.space, sm.input.budget, sm.input.priors, sm.params.refine,

@@ -7,6 +7,9 @@ A method is a config entry ``{plan: search|uniform|sequential|random, ...}``:
 - ``uniform``: ``bits``/``rank`` in every block (``backend`` defaults to the search space's);
 - ``sequential``: mixed bits from ``I_q`` under the budget, then uniform ``rank``;
 - ``random``: the best plan of the random search (same HF evaluation count as AutoQRA).
+
+Also the optuna baseline searcher (rule optuna_search, for the search-efficiency figure) and the
+HF scores of every method's plan (rule methods_hf, for the Pareto figure).
 """
 
 from __future__ import annotations
@@ -106,8 +109,57 @@ def random_select(model_dir: str | os.PathLike, space_cfg: Mapping, budget_json:
                                 "utility": utility},
                "best_hf_score": best_score, "budget_bytes": space.budget,
                "observations": [{"genome": g.tolist(), "plan_hash": recs[i]["plan_hash"], "score": s, "memory": m,
-                                 "utility": None if s is None else tr.utility(s, m)}
+                                 "utility": None if s is None else tr.utility(s, m),
+                                 "quant_error": recs[i].get("quant_error"), "pre_loss": recs[i].get("pre_loss")}
                                 for i, (g, s, m) in enumerate(obs)],
                "manifest": build_manifest("random_search", {"space": dict(space_cfg)}, seed)}
     atomic_write_json(out_summary, summary)
     return summary
+
+
+# -- optuna baseline searcher and HF scores of every method -----------------------------------
+
+def optuna_search(model_dir: str | os.PathLike, space_cfg: Mapping, budget_json: str | os.PathLike, evaluator: Any,
+                  n: int, sampler: str, seed: int, out_summary: str | os.PathLike) -> dict:
+    """``n`` HF evaluations proposed one at a time by an optuna sampler (cached evaluations, so a
+    re-run replays the same trajectory without training again)."""
+    from autoqra.search.optuna_sampler import OptunaSearch
+
+    space = search_space(model_dir, space_cfg, budget_json)
+    opt = OptunaSearch(space, sampler, seed + RANDOM_SEED_OFFSET)
+    trials = []
+    for number in range(n):
+        proposed, genome = opt.ask()
+        plan = space.to_plan(genome)
+        rec = evaluator.evaluate(plan, "hf", seed)
+        score = rec["score"] if rec["status"] == "ok" else None
+        opt.tell(score)
+        trials.append({"number": number, "plan_hash": plan.hash, "genome": genome.tolist(), "score": score,
+                       "memory": space.memory(genome), "feasible": space.feasible(genome),
+                       "repaired": bool((proposed != genome).any()), "status": rec["status"],
+                       "reason": rec["reason"], "cached": rec["cached"],
+                       "train_seconds": rec["train_seconds"], "eval_seconds": rec["eval_seconds"],
+                       "build_seconds": rec["build_seconds"]})
+    ok = [t for t in trials if t["score"] is not None and t["feasible"]]
+    best = max(ok, key=lambda t: t["score"]) if ok else None
+    summary = {"sampler": sampler, "evaluations": n, "budget_bytes": space.budget, "trials": trials,
+               "best": best, "manifest": build_manifest("optuna_search", {"space": dict(space_cfg),
+                                                                          "sampler": sampler}, seed)}
+    atomic_write_json(out_summary, summary)
+    return summary
+
+
+def methods_hf(model_dir: str | os.PathLike, plan_files: Mapping[str, str], methods: Mapping[str, Mapping],
+               evaluator: Any, seed: int, out_tsv: str | os.PathLike) -> list[list]:
+    """Every method's plan scored at HF (the search's own scale), for plotting baselines on the front."""
+    from autoqra.io import atomic_write_tsv
+
+    rows = []
+    for method in sorted(plan_files):
+        plan = Plan.load(plan_files[method])
+        rec = evaluator.evaluate(plan, "hf", seed)
+        spec = methods[method]
+        rows.append([method, spec.get("label") or method, spec.get("group", "baseline"), plan.hash,
+                     rec["memory_bytes"], rec["score"], rec["status"]])
+    atomic_write_tsv(out_tsv, ("method", "label", "group", "plan_hash", "memory_bytes", "hf_score", "status"), rows)
+    return rows

@@ -122,15 +122,18 @@ def _check_not_all_failed(scores: list, generation: int, phase: str) -> None:
 
 
 def evaluate(space: SearchSpace, phase_file: str | os.PathLike, shard: int, shards: int, evaluator: Any,
-             seed: int, out: str | os.PathLike) -> list[dict]:
+             seed: int, out: str | os.PathLike, quant_error: bool = False) -> list[dict]:
     """Evaluate this shard's candidates at the phase's fidelity (cached); one JSONL record each.
-    Used by Stage 1, Stage 2 and the random search (any phase file with ``candidates``)."""
+    Used by Stage 1, Stage 2 and the random search (any phase file with ``candidates``);
+    ``quant_error`` adds each plan's loss increase from quantization alone (before fine-tuning)."""
     doc = read_json(phase_file)
     cands = doc["candidates"]
     recs = []
     for i in shard_of(cands, shard, shards):
         plan = space.to_plan(np.array(cands[i]))
         rec = evaluator.evaluate(plan, doc["phase"], seed)
+        if quant_error:
+            rec = {**rec, **evaluator.quant_error(plan)}
         recs.append({**rec, "index": i, "genome": cands[i], "generation": doc["generation"], "phase": doc["phase"]})
     atomic_write_jsonl(out, recs)
     return recs

@@ -108,7 +108,7 @@ def _jsonl(paths) -> list[dict]:
 
 
 def search_cost(front_files: Sequence, random_files: Sequence, sensitivity_files: Sequence,
-                train_files: Sequence) -> pd.DataFrame:
+                train_files: Sequence, optuna_files: Sequence = ()) -> pd.DataFrame:
     """Evaluations and device seconds per stage (trained = not served from the evaluation cache)."""
     rows = []
     for f in sensitivity_files:
@@ -136,6 +136,12 @@ def search_cost(front_files: Sequence, random_files: Sequence, sensitivity_files
         n, trained, secs = _fresh_cost(recs)
         rows.append({"model": _model_of(f, "random"), "stage": "random_search", "variant": "", "lf_evaluations": 0,
                      "hf_evaluations": n, "evaluations": n, "trained": trained, "device_seconds": secs})
+    for f in optuna_files:
+        doc = _read(f)
+        n, trained, secs = _fresh_cost(doc["trials"])
+        rows.append({"model": _model_of(f, "optuna"), "stage": "optuna_search", "variant": doc["sampler"],
+                     "lf_evaluations": 0, "hf_evaluations": n, "evaluations": n, "trained": trained,
+                     "device_seconds": secs})
     per_model: dict[str, list] = {}
     for f in train_files:
         rec = _read(f)
@@ -158,7 +164,8 @@ def summarize(inputs: Mapping[str, Sequence[str]], methods: Mapping[str, Mapping
     """Write results/aggregate/search_cost TSVs and a manifest; return the tables."""
     results = run_rows(inputs["train"], inputs["lm_eval"], inputs["plans"], methods)
     agg = aggregate(results)
-    cost = search_cost(inputs["fronts"], inputs.get("random", []), inputs["sensitivity"], inputs["train"])
+    cost = search_cost(inputs["fronts"], inputs.get("random", []), inputs["sensitivity"], inputs["train"],
+                       inputs.get("optuna", []))
     write_tsv(results, outputs.results)
     write_tsv(agg, outputs.aggregate)
     write_tsv(cost, outputs.search_cost)
