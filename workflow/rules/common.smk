@@ -224,6 +224,13 @@ def uses_random():
     return any(s["plan"] == "random" for s in config["methods"].values())
 
 
+def paper_outputs():
+    """Every file the paper rules write, for all models (Figure 1 only with a random method)."""
+    from autoqra.report import paper_targets
+
+    return paper_targets(MODELS, with_random=uses_random())
+
+
 def get_final_output():
     out = []
     out += expand("results/data/{dataset}/manifest.json", dataset=DATASET)
@@ -232,4 +239,5 @@ def get_final_output():
     out += expand("results/final/{model}/{variant}/plan.json", model=MODELS, variant=VARIANTS)
     out += ["results/summary/results.tsv"]
     out += expand("results/methods_hf/{model}.tsv", model=MODELS)
+    out += paper_outputs()  # the paper rule's files: tables and figures
     return out

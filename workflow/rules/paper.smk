@@ -2,16 +2,9 @@
 # paper_figures/ and running `snakemake paper` rebuilds them without re-running any training.
 # Figures are per model (suffix _{model}), tables cover all models. Every file is listed in
 # `snakemake --report report.html` with its caption from workflow/report/.
-import functools
-
-from autoqra.report import paper_targets
-
 PAPER_OPTUNA = config.get("optuna_search", {}).get("enabled", False)
 
-# paper_outputs(): every file the paper rules write, for all MODELS (Figure 1 only with a random
-# method). A partial of the library function rather than a def: `snakemake --lint` wants functions
-# in common.smk, which this file does not own.
-paper_outputs = functools.partial(paper_targets, MODELS, with_random=uses_random())
+# paper_outputs() (common.smk) lists every file the rules below write.
 
 
 rule paper_tables:
