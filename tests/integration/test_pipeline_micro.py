@@ -114,6 +114,10 @@ def test_paper_figures_regenerate_without_training(micro_run):
     res = snakemake(micro_run, "--configfile", str(ROOT / "config" / "micro.yaml"), "paper")
     assert res.returncode == 0, res.stderr[-3000:]
     assert sorted(p.name for p in figs.iterdir()) == names
+    rep = snakemake(micro_run, "--configfile", str(ROOT / "config" / "micro.yaml"), "--report", "report.html")
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    html = (micro_run / "report.html").read_text(errors="replace")
+    assert "fig2_pareto_micro.png" in html and "table1_main.csv" in html
 
 
 def test_rerun_is_a_no_op(micro_run):
