@@ -73,7 +73,8 @@ def results(tmp_path):
     paths = {"aggregate": write(r / "summary/aggregate.tsv", aggregate_rows())}
     cost = pd.DataFrame([
         {"model": MODEL, "stage": "stage1_search", "variant": "autoqra", "lf_evaluations": 12, "hf_evaluations": 8,
-         "evaluations": 20, "trained": 12, "device_seconds": 360.0, "device_hours": 0.1},
+         "evaluations": 20, "trained": 12, "device_seconds": 360.0, "device_hours": 0.1,
+         "trained_device_hours": 0.06},  # 8 of its 20 evaluations came from the shared cache
         {"model": MODEL, "stage": "stage0_sensitivity", "variant": None, "lf_evaluations": 0, "hf_evaluations": 0,
          "evaluations": 0, "trained": 0, "device_seconds": 72.0, "device_hours": 0.02},
         {"model": MODEL, "stage": "stage2_refine", "variant": "autoqra", "lf_evaluations": 0, "hf_evaluations": 2,
@@ -168,7 +169,8 @@ def test_table_search_cost_totals(results):
     assert totals == [3]
     total = t.iloc[3]
     assert (total["LF evals"], total["HF evals"], total["Trained"]) == (12, 10, 14)
-    assert total["Device-hours"] == "0.1250"
+    assert t.iloc[1]["Device-h (alone)"] == "0.1000" and t.iloc[1]["Device-h (paid)"] == "0.0600"
+    assert total["Device-h (paid)"] == "0.0850"  # 0.06 + 0.02 + 0.005: cached evaluations not paid twice
 
 
 def test_write_tables_csv_and_latex(results, tmp_path):
@@ -184,7 +186,7 @@ def test_write_tables_csv_and_latex(results, tmp_path):
     assert r" & HQQ 4-bit & 10.0 & 30.0 & 20.0 & 0.065 & 4.00 \\" in tex  # model printed once per group
     assert r"LoRA 16-bit\textsuperscript{\dag}" in tex and r"exact\_match" in tex
     cost_tex = Path(out["table4_search_cost_tex"]).read_text()
-    assert "\\midrule\n & Total &  & 12 & 10 & 14 & 0.1250 \\\\" in cost_tex
+    assert "\\midrule\n & Total &  & 12 & 10 & 14 & --- & 0.0850 \\\\" in cost_tex
     assert set(tables) == set(TABLES)
 
 

@@ -4,7 +4,10 @@
   analytic M(C) and measured bytes of the same part), average bits/rank, trainable parameters,
   train time and throughput. An ``average`` task holds the mean of each task's main metric.
 - ``aggregate.tsv``: the same, mean and std over seeds.
-- ``search_cost.tsv``: evaluations (LF/HF, trained vs cached) and device seconds per stage and variant.
+- ``search_cost.tsv``: evaluations (LF/HF, trained vs cached) and device seconds per stage and
+  variant: ``device_seconds`` is what the stage costs on its own (cached evaluations count with
+  their original time), ``trained_device_seconds`` what this run paid (the evaluation cache is
+  shared across searches, so only the latter sums to the run's cost).
 
 pandas only; no torch.
 """
@@ -95,12 +98,17 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([out, firsts, means], axis=1)
 
 
-def _fresh_cost(records: Sequence[Mapping]) -> tuple[int, int, float]:
-    """(records, trained records, device seconds of the trained ones)."""
+def _secs(records: Sequence[Mapping]) -> float:
+    return sum((r.get("build_seconds") or 0) + (r.get("train_seconds") or 0) + (r.get("eval_seconds") or 0)
+               for r in records)
+
+
+def _fresh_cost(records: Sequence[Mapping]) -> tuple[int, int, float, float]:
+    """(records, trained records, device seconds of all records = the stage's cost on its own,
+    device seconds of the records trained here). Cached records carry their original timings, so
+    a stage that reused another stage's evaluations still shows what it would cost alone."""
     fresh = [r for r in records if not r.get("cached")]
-    secs = sum((r.get("build_seconds") or 0) + (r.get("train_seconds") or 0) + (r.get("eval_seconds") or 0)
-               for r in fresh)
-    return len(records), len(fresh), secs
+    return len(records), len(fresh), _secs(records), _secs(fresh)
 
 
 def _jsonl(paths) -> list[dict]:
@@ -115,44 +123,49 @@ def search_cost(front_files: Sequence, random_files: Sequence, sensitivity_files
         t = _read(f).get("timings", {})
         rows.append({"model": _model_of(f, "sensitivity"), "stage": "stage0_sensitivity", "variant": "",
                      "lf_evaluations": 0, "hf_evaluations": 0, "evaluations": 0, "trained": 0,
-                     "device_seconds": float(t.get("total", 0.0))})
+                     "device_seconds": float(t.get("total", 0.0)),
+                     "trained_device_seconds": float(t.get("total", 0.0))})
     for f in front_files:
         d = Path(f).parent
         model, variant = _model_of(f, "search"), d.name
         recs = _jsonl(sorted(d.glob("g*/*-shard*.jsonl")))
-        n, trained, secs = _fresh_cost(recs)
+        n, trained, secs, fresh = _fresh_cost(recs)
         rows.append({"model": model, "stage": "stage1_search", "variant": variant,
                      "lf_evaluations": sum(r["fidelity"] == "lf" for r in recs),
                      "hf_evaluations": sum(r["fidelity"] == "hf" for r in recs), "evaluations": n,
-                     "trained": trained, "device_seconds": secs})
+                     "trained": trained, "device_seconds": secs, "trained_device_seconds": fresh})
         refine = _jsonl(sorted((Path(str(d).replace(f"{os.sep}search{os.sep}", f"{os.sep}refine{os.sep}", 1)))
                                .glob("t*/hf-shard*.jsonl")))
         if refine:
-            n, trained, secs = _fresh_cost(refine)
+            n, trained, secs, fresh = _fresh_cost(refine)
             rows.append({"model": model, "stage": "stage2_refine", "variant": variant, "lf_evaluations": 0,
-                         "hf_evaluations": n, "evaluations": n, "trained": trained, "device_seconds": secs})
+                         "hf_evaluations": n, "evaluations": n, "trained": trained, "device_seconds": secs,
+                         "trained_device_seconds": fresh})
     for f in random_files:
         recs = _jsonl(sorted(Path(f).parent.glob("hf-shard*.jsonl")))
-        n, trained, secs = _fresh_cost(recs)
+        n, trained, secs, fresh = _fresh_cost(recs)
         rows.append({"model": _model_of(f, "random"), "stage": "random_search", "variant": "", "lf_evaluations": 0,
-                     "hf_evaluations": n, "evaluations": n, "trained": trained, "device_seconds": secs})
+                     "hf_evaluations": n, "evaluations": n, "trained": trained, "device_seconds": secs,
+                     "trained_device_seconds": fresh})
     for f in optuna_files:
         doc = _read(f)
-        n, trained, secs = _fresh_cost(doc["trials"])
+        n, trained, secs, fresh = _fresh_cost(doc["trials"])
         rows.append({"model": _model_of(f, "optuna"), "stage": "optuna_search", "variant": doc["sampler"],
                      "lf_evaluations": 0, "hf_evaluations": n, "evaluations": n, "trained": trained,
-                     "device_seconds": secs})
+                     "device_seconds": secs, "trained_device_seconds": fresh})
     per_model: dict[str, list] = {}
     for f in train_files:
         rec = _read(f)
         per_model.setdefault(_model_of(f, "finetune"), []).append(rec)
     for model, recs in per_model.items():
+        secs = sum(r["build_seconds"] + r["train_seconds"] for r in recs)
         rows.append({"model": model, "stage": "finetune", "variant": "", "lf_evaluations": 0, "hf_evaluations": 0,
-                     "evaluations": len(recs), "trained": len(recs),
-                     "device_seconds": sum(r["build_seconds"] + r["train_seconds"] for r in recs)})
+                     "evaluations": len(recs), "trained": len(recs), "device_seconds": secs,
+                     "trained_device_seconds": secs})
     df = pd.DataFrame(rows, columns=["model", "stage", "variant", "lf_evaluations", "hf_evaluations", "evaluations",
-                                     "trained", "device_seconds"])
+                                     "trained", "device_seconds", "trained_device_seconds"])
     df["device_hours"] = df["device_seconds"] / 3600
+    df["trained_device_hours"] = df["trained_device_seconds"] / 3600
     return df
 
 

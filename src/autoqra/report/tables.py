@@ -169,8 +169,16 @@ def table_ablations(agg: pd.DataFrame, methods: Mapping[str, Mapping],
     return pd.DataFrame(rows)
 
 
+def _paid(row) -> float:
+    """Device-hours this run paid for a stage (older summaries without the column: the stage's own)."""
+    v = getattr(row, "trained_device_hours", None)
+    return float(row.device_hours if v is None or pd.isna(v) else v)
+
+
 def table_search_cost(cost: pd.DataFrame, models: Sequence[str] | None = None) -> tuple[pd.DataFrame, list[int]]:
     """Table 4: evaluations and device-hours per stage (and variant), with a total row per model.
+    "alone" = what the stage costs by itself (evaluations served from the shared cache count with
+    their original time); "paid" = what this run trained; only "paid" adds up to the run's cost.
 
     Returns the table and the positions of the total rows (for a rule above them in LaTeX).
     """
@@ -185,12 +193,14 @@ def table_search_cost(cost: pd.DataFrame, models: Sequence[str] | None = None) -
         for r in sub.itertuples(index=False):
             rows.append({"Model": model, "Stage": STAGE_LABELS.get(r.stage, r.stage), "Variant": r.variant or DASH,
                          "LF evals": int(r.lf_evaluations), "HF evals": int(r.hf_evaluations),
-                         "Trained": int(r.trained), "Device-hours": fmt(r.device_hours, 4)})
+                         "Trained": int(r.trained), "Device-h (alone)": fmt(r.device_hours, 4),
+                         "Device-h (paid)": fmt(_paid(r), 4)})
         totals.append(len(rows))
         rows.append({"Model": model, "Stage": "Total", "Variant": "",
                      "LF evals": int(sub["lf_evaluations"].sum()), "HF evals": int(sub["hf_evaluations"].sum()),
-                     "Trained": int(sub["trained"].sum()), "Device-hours": fmt(sub["device_hours"].sum(), 4)})
-    cols = ["Model", "Stage", "Variant", "LF evals", "HF evals", "Trained", "Device-hours"]
+                     "Trained": int(sub["trained"].sum()), "Device-h (alone)": DASH,
+                     "Device-h (paid)": fmt(sum(_paid(r) for r in sub.itertuples(index=False)), 4)})
+    cols = ["Model", "Stage", "Variant", "LF evals", "HF evals", "Trained", "Device-h (alone)", "Device-h (paid)"]
     return pd.DataFrame(rows, columns=cols), totals
 
 
