@@ -16,7 +16,7 @@ def _name(req: str) -> str:
 def test_conda_env_matches_pyproject_pins():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = list(project["dependencies"])
-    for extra in ("quant", "eval", "search"):
+    for extra in ("quant", "eval", "search", "slurm"):
         wanted += project["optional-dependencies"][extra]
     env = yaml.safe_load((ROOT / "envs" / "autoqra.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
