@@ -108,10 +108,16 @@ def test_paper_figures_regenerate_without_training(micro_run):
     assert {"table1_main.tex", "table4_search_cost.csv", "fig2_pareto_micro.png", "fig6_priors_micro.pdf"} <= set(names)
     assert all((figs / n).stat().st_size > 0 for n in names)
     shutil.rmtree(figs)
-    dry = snakemake(micro_run, "--configfile", str(ROOT / "config" / "micro.yaml"), "-n", "paper")
-    jobs = {line.split()[0] for line in dry.stdout.split("Job stats:")[1].splitlines()[3:] if line.strip()}
+    # The target goes before --configfile (which takes several values).
+    dry = snakemake(micro_run, "paper", "-n", "--configfile", str(ROOT / "config" / "micro.yaml"))
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    jobs = set()
+    for line in dry.stdout.split("Job stats:")[1].splitlines()[3:]:  # after "job count" and "---"
+        if not line.strip():
+            break
+        jobs.add(line.split()[0])
     assert jobs and all(j.startswith("paper") or j == "total" for j in jobs), jobs
-    res = snakemake(micro_run, "--configfile", str(ROOT / "config" / "micro.yaml"), "paper")
+    res = snakemake(micro_run, "paper", "--configfile", str(ROOT / "config" / "micro.yaml"))
     assert res.returncode == 0, res.stderr[-3000:]
     assert sorted(p.name for p in figs.iterdir()) == names
     rep = snakemake(micro_run, "--configfile", str(ROOT / "config" / "micro.yaml"), "--report", "report.html")
@@ -197,8 +203,8 @@ def test_killed_run_resumes_without_recomputing(tmp_path, micro_run):
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in evals.rglob("*.json")}
     assert before, "no evaluation finished before the kill"
     snakemake(tmp_path, "--configfile", str(ROOT / "config" / "micro.yaml"), "--unlock")
-    res = snakemake(tmp_path, "--configfile", str(ROOT / "config" / "micro.yaml"), "--rerun-incomplete",
-                    "results/final/micro/autoqra/plan.json")
+    res = snakemake(tmp_path, "results/final/micro/autoqra/plan.json", "--rerun-incomplete",
+                    "--configfile", str(ROOT / "config" / "micro.yaml"))
     assert res.returncode == 0, res.stderr[-3000:]
     for p, (mtime, data) in before.items():
         assert p.stat().st_mtime_ns == mtime and p.read_bytes() == data, f"{p} was recomputed"
