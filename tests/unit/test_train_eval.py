@@ -29,14 +29,7 @@ MICRO = {"source": "micro", "id": None, "revision": None, "micro": None}
 FAST = TrainSettings(lr=1e-2, batch_size=4, max_seq_len=96, progress=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Micro-model matmuls are tiny: on a shared 2-core runner a second intra-op thread only spins
-    # (measured 10-20x slower under load), so this module runs single-threaded.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
 
 
 @pytest.fixture(scope="module")
