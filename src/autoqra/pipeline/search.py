@@ -19,7 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from autoqra.io import atomic_write_json, atomic_write_jsonl, atomic_write_tsv, read_json, read_jsonl
+from autoqra.io import (
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_tsv,
+    read_json,
+    read_jsonl,
+)
 from autoqra.manifest import build_manifest
 from autoqra.pipeline.common import load_priors, search_space, shard_of
 from autoqra.search.evolution import EvolutionarySearch, EvolutionSettings
