@@ -119,10 +119,14 @@ def read_history(path: PathLike) -> dict[str, Any]:
     """results/final/{model}/{variant}/history.json with ``observations`` as a DataFrame
     (score, memory, origin, utility; origin -1 = Stage 1, t = Stage-2 iteration t)."""
     obj = read_json(path, ["final", "observations"])
-    obs = pd.DataFrame([{k: o.get(k) for k in ("score", "memory", "origin", "utility")}
-                        for o in obj["observations"]], columns=["score", "memory", "origin", "utility"])
-    obs = obs.apply(pd.to_numeric, errors="coerce")
+    obs = _frame(obj["observations"], ["score", "memory", "origin", "utility"])
     return {**obj, "observations": obs, "trajectory": list(obj.get("trajectory") or [])}
+
+
+def _frame(records: list[dict], numeric: list[str]) -> pd.DataFrame:
+    """The ``numeric`` fields of a list of JSON records as float columns (missing/None -> NaN)."""
+    df = pd.DataFrame([{k: r.get(k) for k in numeric} for r in records], columns=numeric)
+    return df.apply(pd.to_numeric, errors="coerce")
 
 
 def read_random_summary(path: PathLike | None) -> dict[str, Any] | None:
@@ -130,9 +134,7 @@ def read_random_summary(path: PathLike | None) -> dict[str, Any] | None:
     if path is None:
         return None
     obj = read_json(path, ["observations", "budget_bytes"])
-    cols = ["score", "memory", "utility", "quant_error"]
-    obs = pd.DataFrame([{k: o.get(k) for k in cols} for o in obj["observations"]], columns=cols)
-    return {**obj, "observations": obs.apply(pd.to_numeric, errors="coerce")}
+    return {**obj, "observations": _frame(obj["observations"], ["score", "memory", "utility", "quant_error"])}
 
 
 def read_optuna_summary(path: PathLike | None) -> dict[str, Any] | None:
@@ -140,10 +142,8 @@ def read_optuna_summary(path: PathLike | None) -> dict[str, Any] | None:
     if path is None:
         return None
     obj = read_json(path, ["trials", "budget_bytes"])
-    cols = ["number", "score", "memory", "feasible"]
-    trials = pd.DataFrame([{k: t.get(k) for k in cols} for t in obj["trials"]], columns=cols)
-    for c in ("number", "score", "memory"):
-        trials[c] = pd.to_numeric(trials[c], errors="coerce")
+    trials = _frame(obj["trials"], ["number", "score", "memory"])
+    trials["feasible"] = [t.get("feasible") for t in obj["trials"]]
     return {**obj, "trials": trials}
 
 
