@@ -121,6 +121,7 @@ def check_semantics(cfg: dict, base_dir: Path) -> None:
     if space["backend"] == "none" and set(ladders.bits) != {16}:
         raise ConfigError("config key 'search_space.bits': backend 'none' keeps weights at 16 bits; use bits [16]")
 
+    _check_search_settings(cfg)
     _check_methods(cfg)
     _check_finetune(cfg)
     _check_lm_eval(cfg)
@@ -139,6 +140,22 @@ def check_semantics(cfg: dict, base_dir: Path) -> None:
         shape = ModelShape.from_config(hf_cfg, source=key)
         mm = MemoryModel(shape, space["backend"], space["group_size"])
         resolve_budget(bud, mm, ladders)
+
+
+def _check_search_settings(cfg: dict) -> None:
+    """The cross-key rules of the Stage-1 and Stage-2 settings (promote <= offspring, radii ordered),
+    checked by building the very settings objects the stages build."""
+    from autoqra.pipeline.common import evolution_settings, trust_region_settings
+
+    for name, variant in cfg["search"]["variants"].items():
+        try:
+            evolution_settings(cfg["search"], variant)
+        except ValueError as e:
+            raise ConfigError(f"config key 'search' (variant '{name}'): {e}") from None
+    try:
+        trust_region_settings(cfg["refine"])
+    except ValueError as e:
+        raise ConfigError(f"config key 'refine': {e}") from None
 
 
 def _check_methods(cfg: dict) -> None:

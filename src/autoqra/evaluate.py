@@ -19,7 +19,7 @@ import math
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from autoqra.memory import MemoryModel, ModelShape
 from autoqra.plan import Plan
 from autoqra.quant.cache import base_sha
 from autoqra.train import (
+    INJECTABLE_FAILURES,
     Fidelity,
     TrainingFailed,
     TrainSettings,
@@ -141,7 +142,7 @@ class Evaluator:
     def __init__(self, model_dir: str | os.PathLike, data_dir: str | os.PathLike, cache_dir: str | os.PathLike, *,
                  fidelities: Mapping[str, Fidelity], train: TrainSettings, eval: EvalSettings,
                  lora_dropout: float = 0.05, alpha_per_rank: float = 2.0, device: str | None = None,
-                 memory_model: MemoryModel | None = None):
+                 memory_model: MemoryModel | None = None, inject_failure: Mapping[str, Any] | None = None):
         self.model_dir, self.data_dir, self.cache_dir = Path(model_dir), Path(data_dir), Path(cache_dir)
         self.fidelities = dict(fidelities)
         self.train, self.eval = train, eval
@@ -155,6 +156,15 @@ class Evaluator:
         self._base: Any = None
         self._train_examples: list[dict] | None = None
         self.n_trained = 0  # trainings run by this evaluator (cache hits do not count)
+        # Fault injection (config evaluation.inject_failure): {kind: nan|oom|diverge, fraction}; a plan
+        # is hit when its hash falls in the fraction, so the same plans fail in every run.
+        self.inject_failure = dict(inject_failure) if inject_failure else None
+        if self.inject_failure:
+            kind, frac = self.inject_failure.get("kind"), self.inject_failure.get("fraction", 1.0)
+            if kind not in INJECTABLE_FAILURES or kind is None or not 0.0 <= float(frac) <= 1.0:
+                raise ConfigError(f"evaluation.inject_failure: expected kind in {INJECTABLE_FAILURES[1:]} and "
+                                  f"fraction in [0, 1], got {self.inject_failure}")
+            self.inject_failure = {"kind": kind, "fraction": float(frac)}
 
     # -- keys and paths -----------------------------------------------------------------
     def fidelity(self, name: str) -> Fidelity:
@@ -164,9 +174,16 @@ class Evaluator:
 
     def settings_key(self, fidelity: Fidelity) -> dict[str, Any]:
         """Everything besides base model, plan and seed that changes a record."""
-        return {"format": RECORD_FORMAT, "fidelity": fidelity.key(), "train": self.train.key(),
-                "eval": asdict(self.eval), "lora_dropout": self.lora_dropout,
-                "alpha_per_rank": self.alpha_per_rank, "data": self.data_sha}
+        key = {"format": RECORD_FORMAT, "fidelity": fidelity.key(), "train": self.train.key(),
+               "eval": asdict(self.eval), "lora_dropout": self.lora_dropout,
+               "alpha_per_rank": self.alpha_per_rank, "data": self.data_sha}
+        if self.inject_failure:  # only when set, so that ordinary keys stay as they were
+            key["inject_failure"] = self.inject_failure
+        return key
+
+    def injected(self, plan: Plan) -> str | None:
+        """The failure injected into ``plan``'s training, if any."""
+        return injected_failure(plan.hash, self.inject_failure)
 
     def record_path(self, plan: Plan, fidelity: str, seed: int) -> Path:
         settings8 = _sha(self.settings_key(self.fidelity(fidelity)))[:8]
@@ -267,7 +284,10 @@ class Evaluator:
             rec.update(build_seconds=built.info["build_seconds"], trainable_params=built.info["trainable_params"],
                        device=built.info["device"])
             self.n_trained += 1
-            res = train_lora(built.model, built.tokenizer, self._train_examples, fid, self.train, seed)
+            train = self.train
+            if self.injected(plan):
+                train = replace(train, inject_failure=self.injected(plan))
+            res = train_lora(built.model, built.tokenizer, self._train_examples, fid, train, seed)
             rec.update(train_loss=res.final_loss, loss_history=res.loss_history, steps=res.steps,
                        train_seconds=res.train_seconds, tokens_per_s=res.tokens_per_s,
                        peak_memory_bytes=res.peak_memory_bytes)
@@ -287,6 +307,15 @@ class Evaluator:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         return rec
+
+
+def injected_failure(plan_hash: str, spec: Mapping[str, Any] | None) -> str | None:
+    """``spec['kind']`` when the plan falls in ``spec['fraction']`` of plans (by a hash of its plan
+    hash: the same plans in every run), else None."""
+    if not spec:
+        return None
+    u = int(hashlib.sha256(f"{plan_hash}:{spec['kind']}".encode()).hexdigest()[:8], 16) / 16**8
+    return spec["kind"] if u < spec.get("fraction", 1.0) else None
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ import torch
 
 from autoqra.data import IGNORE_INDEX, collate, tokenize_example
 
-INJECTABLE_FAILURES = (None, "nan", "oom")
+INJECTABLE_FAILURES = (None, "nan", "oom", "diverge")  # fault injection, to test the failure paths
 LR_SCHEDULES = ("constant", "cosine")
 DIVERGENCE_WINDOW = 5  # optimizer steps whose mean loss is the divergence reference
 
@@ -284,6 +284,8 @@ def train_lora(model: Any, tokenizer: Any, records: Sequence[Mapping[str, Any]],
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=False)  # keep grads allocated so the memory count includes them
+            if settings.inject_failure == "diverge" and step > DIVERGENCE_WINDOW:
+                step_loss *= 100.0  # the recorded loss explodes once the reference window is full
             history.append(step_loss)
             _check_divergence(history, settings.divergence_factor, step)
             bar.update(1)

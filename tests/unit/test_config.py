@@ -28,7 +28,8 @@ def mutate(path: str, value, base=MICRO):
 DELETE = object()
 
 
-def test_shipped_configs_are_valid_and_defaults_filled():
+def test_shipped_configs_are_valid_and_defaults_filled(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # paper.yaml names hub models, fetched later
     for name in ("micro.yaml", "config.yaml", "paper.yaml"):
         cfg = load_config(ROOT / "config" / name, base_dir=ROOT)
         assert cfg["search_space"]["lora_alpha_per_rank"] == 2.0
@@ -72,10 +73,23 @@ def test_shipped_configs_are_valid_and_defaults_filled():
     ("finetune", {"seeds": []}, r"'finetune.seeds'"),
     ("lm_eval", {"tasks": ["arc_easy"]}, r"'lm_eval.tasks': \['arc_easy'\] are not offline tasks"),
     ("job_threads", 0, r"'job_threads': 0 is less than the minimum of 1"),
+    ("search", {"population": 4, "promote": 5}, r"'search' \(variant 'autoqra'\).*promote=5 \(expected between 1"),
+    ("refine", {"min_radius": 3, "init_radius": 2}, r"'refine'.*min_radius <= init_radius"),
+    ("evaluation", {"inject_failure": {"kind": "nan", "fraction": 2}}, r"'evaluation.inject_failure'"),
 ])
 def test_bad_configs_name_the_key(path, value, expect):
     with pytest.raises(ConfigError, match=expect):
         validate_config(mutate(path, value), base_dir=ROOT)
+
+
+def test_uncached_hub_model_is_an_error_only_offline(monkeypatch):
+    cfg = mutate("models", {"m": {"source": "hub", "id": "autoqra-test/no-such-model"}})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match=r"'models.m'.*'autoqra-test/no-such-model' is not in the local "
+                                          r"Hugging Face cache and HF_HUB_OFFLINE is set"):
+        validate_config(cfg, base_dir=ROOT)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    validate_config(cfg, base_dir=ROOT)  # online: model_prepare downloads it
 
 
 def test_several_errors_reported_at_once():

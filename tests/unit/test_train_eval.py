@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from autoqra import evaluate as evaluate_mod  # noqa: E402
 from autoqra.data import collate, load_split, prepare_data, tokenize_example  # noqa: E402
 from autoqra.errors import ConfigError, PlanError  # noqa: E402
-from autoqra.evaluate import EvalSettings, Evaluator, score_model  # noqa: E402
+from autoqra.evaluate import EvalSettings, Evaluator, injected_failure, score_model  # noqa: E402
 from autoqra.memory import MemoryModel, ModelShape  # noqa: E402
 from autoqra.models import load_model, prepare_model  # noqa: E402
 from autoqra.plan import PROJECTIONS, Plan  # noqa: E402
@@ -144,12 +144,13 @@ def test_gradient_checkpointing_matches_plain_training(env):
     assert hist[0] == pytest.approx(hist[1], rel=1e-4)
 
 
-@pytest.mark.parametrize("inject, reason", [("nan", "nan_loss at step 1"), ("oom", "cuda_oom: injected")])
+@pytest.mark.parametrize("inject, reason", [("nan", "nan_loss at step 1"), ("oom", "cuda_oom: injected"),
+                                            ("diverge", "diverged: loss")])
 def test_injected_failures_raise_training_failed(env, inject, reason):
     model, tok = lora16(env)
     s = TrainSettings(max_seq_len=96, progress=False, inject_failure=inject)
     with pytest.raises(TrainingFailed) as exc:
-        train_lora(model, tok, env["train"], Fidelity("t", steps=3), s, seed=0)
+        train_lora(model, tok, env["train"], Fidelity("t", steps=7), s, seed=0)
     assert exc.value.reason.startswith(reason)
     assert isinstance(exc.value, RuntimeError)
 
@@ -196,10 +197,10 @@ FIDS = {"lf": Fidelity("lf", steps=2), "hf": Fidelity("hf", data_fraction=0.125,
 PLAN = Plan((2, 3, 4, 8), (4, 8, 16, 8), group_size=32)
 
 
-def make_evaluator(env, **train):
+def make_evaluator(env, evaluator_kw=None, **train):
     ts = TrainSettings(**{"lr": 1e-3, "batch_size": 4, "max_seq_len": 96, "progress": False, **train})
     return Evaluator(env["model"], env["data"], env["root"] / "cache", fidelities=FIDS, train=ts,
-                     eval=EvalSettings(max_seq_len=96, max_examples=12), lora_dropout=0.05)
+                     eval=EvalSettings(max_seq_len=96, max_examples=12), lora_dropout=0.05, **(evaluator_kw or {}))
 
 
 def test_evaluator_record_and_cache(env, monkeypatch):
@@ -251,6 +252,27 @@ def test_evaluator_records_failures(env, inject):
     again = ev.evaluate(PLAN, "lf", seed=0)
     # a NaN is a property of the plan (cached); an OOM depends on the machine (retried)
     assert again["cached"] is (inject == "nan") and again["status"] == "failed"
+
+
+def test_injection_hits_a_fixed_fraction_of_plans(env):
+    """evaluation.inject_failure: the plans hit are a function of the plan hash (the same in every
+    run), roughly the fraction asked for; records of an injected evaluator never share a key with
+    ordinary ones."""
+    spec = {"kind": "nan", "fraction": 0.3}
+    hashes = [Plan.uniform(4, b, r, group_size=32).hash for b in (2, 3, 4, 8) for r in (4, 8, 16)]
+    hashes += [f"{i:016x}" for i in range(400)]
+    hit = [injected_failure(h, spec) for h in hashes]
+    assert hit == [injected_failure(h, spec) for h in hashes] and set(hit) == {"nan", None}
+    assert 0.2 < hit.count("nan") / len(hit) < 0.4
+    assert all(injected_failure(h, {**spec, "fraction": 1.0}) == "nan" for h in hashes)
+    assert not any(injected_failure(h, {**spec, "fraction": 0.0}) for h in hashes)
+    plain = make_evaluator(env)
+    injected = make_evaluator(env, evaluator_kw=dict(inject_failure={"kind": "nan", "fraction": 1.0}))
+    assert plain.record_path(PLAN, "lf", 0) != injected.record_path(PLAN, "lf", 0)
+    rec = injected.evaluate(PLAN, "lf", seed=0)
+    assert rec["status"] == "failed" and rec["reason"] == "nan_loss at step 1"
+    with pytest.raises(ConfigError, match="evaluation.inject_failure"):
+        make_evaluator(env, evaluator_kw=dict(inject_failure={"kind": "segfault"}))
 
 
 def test_evaluator_user_errors_raise_before_work(env):

@@ -4,6 +4,7 @@ against the model's real shapes before any job runs."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,10 @@ def _gguf_config(path: Path) -> dict[str, Any]:
     return cfg
 
 
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def peek_config(spec: Mapping[str, Any]) -> dict[str, Any] | None:
     """HF config dict of the model ``spec`` describes, or None if it cannot be known offline."""
     source = spec["source"]
@@ -61,6 +66,11 @@ def peek_config(spec: Mapping[str, Any]) -> dict[str, Any] | None:
 
             return AutoConfig.from_pretrained(spec["id"], revision=spec.get("revision"),
                                               local_files_only=True).to_dict()
-        except Exception:  # not cached offline: checked when model_prepare has the model
+        except Exception:  # not cached: model_prepare downloads it, unless the hub is switched off
+            if _hub_offline():
+                raise ModelError(f"hub model {spec['id']!r} is not in the local Hugging Face cache and "
+                                 "HF_HUB_OFFLINE is set, so it cannot be downloaded; expected a cached model id "
+                                 "(download it once with `hf download ID`) or source 'local' with a "
+                                 "model directory") from None
             return None
     raise ModelError(f"source '{source}' unknown")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from autoqra.errors import ModelError
-from autoqra.io import read_json
+from autoqra.io import atomic_dir, read_json
 from autoqra.manifest import write_manifest
 from autoqra.models.layout import count_block_params
 from autoqra.models.micro import build_micro, micro_settings
@@ -55,13 +54,10 @@ def prepare_model(spec: Mapping[str, Any], out_dir: str | os.PathLike, seed: int
     """Write the base model of ``spec`` to ``out_dir`` (HF files + manifest.json) and return the manifest."""
     check_model_spec(spec)
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_siblings(out_dir)
     started = time.perf_counter()
     model, tokenizer, info = _load(spec, seed)
     # Everything goes into a hidden sibling first; out_dir only ever holds a complete model.
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    try:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         extra = _describe(model, tmp, info, source=spec["source"])
@@ -69,10 +65,6 @@ def prepare_model(spec: Mapping[str, Any], out_dir: str | os.PathLike, seed: int
         inputs = {"gguf": info["gguf_file"]} if "gguf_file" in info else {}
         write_manifest(tmp / "manifest.json", STAGE, config=dict(spec), seed=seed, inputs=inputs,
                        extra=extra)
-        _swap_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return read_json(out_dir / "manifest.json")
 
 
@@ -122,22 +114,3 @@ def _describe(model: Any, saved: Path, info: Mapping[str, Any], source: str) -> 
     }
 
 
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Replace ``out_dir`` by the finished ``tmp`` with two renames (old copy removed afterwards)."""
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-    # Temp-file writers create 0600 files; a shared results tree needs the usual umask-based mode.
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in tmp.iterdir():
-        path.chmod(0o666 & ~umask)
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _remove_stale_siblings(out_dir: Path) -> None:
-    """Delete temp/old copies left by a killed run (Snakemake never prepares one out_dir twice at once)."""
-    for pattern in (f".{out_dir.name}.tmp-*", f".{out_dir.name}.old-*"):
-        for stale in out_dir.parent.glob(pattern):
-            shutil.rmtree(stale, ignore_errors=True)

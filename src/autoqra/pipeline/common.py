@@ -22,6 +22,22 @@ def search_space(model_dir: str | os.PathLike, space_cfg: Mapping[str, Any], bud
     return SearchSpace.from_memory_model(mm, space_cfg["bits"], space_cfg["ranks"], budget)
 
 
+def evolution_settings(search_cfg: Mapping[str, Any], variant: Mapping[str, Any]):
+    """Stage-1 settings of one variant: the ``search`` section with the variant's switches on top."""
+    from autoqra.search.evolution import EvolutionSettings
+
+    keys = set(EvolutionSettings.__dataclass_fields__)
+    return EvolutionSettings(**{k: v for k, v in {**search_cfg, **variant}.items() if k in keys})
+
+
+def trust_region_settings(refine_cfg: Mapping[str, Any], **override: Any):
+    """Stage-2 settings from the ``refine`` section (``override`` replaces keys, e.g. iterations=0)."""
+    from autoqra.search.trust_region import TrustRegionSettings
+
+    keys = set(TrustRegionSettings.__dataclass_fields__)
+    return TrustRegionSettings(**{**{k: v for k, v in refine_cfg.items() if k in keys}, **override})
+
+
 def load_priors(priors_tsv: str | os.PathLike | None, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
     """Normalised (I_q, I_r) from Stage 0, or flat priors when none are given."""
     if priors_tsv is None:
@@ -42,11 +58,13 @@ def make_evaluator(model_dir: str | os.PathLike, data_dir: str | os.PathLike, ca
 
     seq = int(params["max_seq_len"])
     train = TrainSettings(**params["training"], max_seq_len=seq, progress=False)
-    ev = EvalSettings(**params["evaluation"], max_seq_len=seq)
+    ev_cfg = dict(params["evaluation"])
+    inject = ev_cfg.pop("inject_failure", None)
+    ev = EvalSettings(**ev_cfg, max_seq_len=seq)
     fids = {name: Fidelity.from_dict(name, spec) for name, spec in params["fidelities"].items()}
     return Evaluator(model_dir, data_dir, cache_dir, fidelities=fids, train=train, eval=ev,
                      lora_dropout=params["lora_dropout"], alpha_per_rank=params["alpha_per_rank"],
-                     device=params.get("device"))
+                     device=params.get("device"), inject_failure=inject)
 
 
 def evaluator_params(config: Mapping[str, Any]) -> dict[str, Any]:

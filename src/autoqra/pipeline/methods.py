@@ -23,9 +23,9 @@ import numpy as np
 from autoqra.baselines import random_genomes, sequential_genome, uniform_plan
 from autoqra.io import atomic_write_json, read_json
 from autoqra.manifest import build_manifest
-from autoqra.pipeline.common import load_priors, search_space
+from autoqra.pipeline.common import load_priors, search_space, trust_region_settings
 from autoqra.plan import Plan
-from autoqra.search.trust_region import TrustRegionSearch, TrustRegionSettings
+from autoqra.search.trust_region import TrustRegionSearch
 
 RANDOM_SEED_OFFSET = 7919  # the random search draws from its own stream, not the evolutionary search's
 
@@ -96,8 +96,7 @@ def random_select(model_dir: str | os.PathLike, space_cfg: Mapping, budget_json:
     scores = shard_scores(doc["candidates"], recs)
     genomes = [np.array(c) for c in doc["candidates"]]
     obs = [(g, s, space.memory(g)) for g, s in zip(genomes, scores, strict=True)]
-    keys = set(TrustRegionSettings.__dataclass_fields__)
-    settings = TrustRegionSettings(**{**{k: v for k, v in refine_cfg.items() if k in keys}, "iterations": 0})
+    settings = trust_region_settings(refine_cfg, iterations=0)
     tr = TrustRegionSearch(space, imp_q, imp_r, settings, seed, obs)
     genome, score, memory, utility = tr.best()
     best_score = max(s for s in scores if s is not None)

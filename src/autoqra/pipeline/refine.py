@@ -13,7 +13,7 @@ import numpy as np
 
 from autoqra.io import atomic_write_json, read_json
 from autoqra.manifest import build_manifest
-from autoqra.pipeline.common import load_priors, search_space
+from autoqra.pipeline.common import load_priors, search_space, trust_region_settings
 from autoqra.search.trust_region import TrustRegionSearch, TrustRegionSettings
 
 
@@ -22,8 +22,7 @@ class RefineContext:
                  priors_tsv: str | os.PathLike | None, refine_cfg: Mapping, seed: int):
         self.space = search_space(model_dir, space_cfg, budget_json)
         self.imp_q, self.imp_r = load_priors(priors_tsv, self.space.n_blocks)
-        keys = set(TrustRegionSettings.__dataclass_fields__)
-        self.settings = TrustRegionSettings(**{k: v for k, v in refine_cfg.items() if k in keys})
+        self.settings = trust_region_settings(refine_cfg)
         self.seed = int(seed)
 
     def from_stage1(self, front_json: str | os.PathLike, iterations: int | None = None) -> TrustRegionSearch:

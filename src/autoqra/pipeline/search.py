@@ -13,6 +13,7 @@ pass the state through with no candidates.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,8 @@ from autoqra.io import (
     read_jsonl,
 )
 from autoqra.manifest import build_manifest
-from autoqra.pipeline.common import load_priors, search_space, shard_of
-from autoqra.search.evolution import EvolutionarySearch, EvolutionSettings
+from autoqra.pipeline.common import evolution_settings, load_priors, search_space, shard_of
+from autoqra.search.evolution import EvolutionarySearch
 from autoqra.search.space import SearchSpace
 
 RECORD_COLUMNS = ("generation", "phase", "fidelity", "plan_hash", "bits", "ranks", "status", "reason", "score",
@@ -42,8 +43,7 @@ class SearchContext:
                  priors_tsv: str | os.PathLike | None, search_cfg: Mapping, variant: Mapping, seed: int):
         self.space = search_space(model_dir, space_cfg, budget_json)
         self.imp_q, self.imp_r = load_priors(priors_tsv, self.space.n_blocks)
-        keys = set(EvolutionSettings.__dataclass_fields__)
-        self.settings = EvolutionSettings(**{k: v for k, v in {**search_cfg, **variant}.items() if k in keys})
+        self.settings = evolution_settings(search_cfg, variant)
         self.seed = int(seed)
 
     def new(self) -> EvolutionarySearch:
@@ -100,8 +100,9 @@ def promote(ctx: SearchContext, lf_phase: str | os.PathLike, lf_shards: Sequence
     if not search.settings.multi_fidelity:
         chosen = offspring
     else:
-        lf = shard_scores(doc["candidates"], read_shard_records(lf_shards))
-        _check_not_all_failed(lf, g, "lf")
+        lf_records = read_shard_records(lf_shards)
+        lf = shard_scores(doc["candidates"], lf_records)
+        _check_not_all_failed(lf, lf_records, g, "lf")
         search.tell(offspring, "lf", lf)
         chosen = offspring if g == 0 else [offspring[i] for i in search.promote(offspring, lf)]
     _write_phase(out, search, g, "hf", chosen, False, offspring=doc["offspring"])
@@ -112,8 +113,9 @@ def select(ctx: SearchContext, hf_phase: str | os.PathLike, hf_shards: Sequence,
     search, doc = ctx.restore(hf_phase)
     g = doc["generation"]
     if not doc["done"]:
-        hf = shard_scores(doc["candidates"], read_shard_records(hf_shards))
-        _check_not_all_failed(hf, g, "hf")
+        hf_records = read_shard_records(hf_shards)
+        hf = shard_scores(doc["candidates"], hf_records)
+        _check_not_all_failed(hf, hf_records, g, "hf")
         search.tell([np.array(x) for x in doc["candidates"]], "hf", hf)
         search.select()
     atomic_write_json(out, {"generation": g, "done": doc["done"] or search.done(), "state": search.state_dict(),
@@ -121,10 +123,14 @@ def select(ctx: SearchContext, hf_phase: str | os.PathLike, hf_shards: Sequence,
                             "population": [x.tolist() for x in search.population]})
 
 
-def _check_not_all_failed(scores: list, generation: int, phase: str) -> None:
+def _check_not_all_failed(scores: list, records: dict[int, dict], generation: int, phase: str) -> None:
+    """A generation in which every candidate failed cannot be selected from: stop, saying why."""
     if scores and all(s is None for s in scores):
-        raise RuntimeError(f"generation {generation}: every {phase.upper()} evaluation failed "
-                           f"({len(scores)} candidates); see the reasons in the shard records")
+        reasons = Counter(str(r.get("reason")).split(":")[0] for r in records.values())
+        raise RuntimeError(f"generation {generation}: every {phase.upper()} evaluation failed ({len(scores)} "
+                           f"candidates; reasons: {', '.join(f'{k} x{n}' for k, n in reasons.most_common())}, "
+                           f"e.g. {next(iter(records.values())).get('reason')!r}). The search cannot go on; "
+                           "see the shard records for each plan")
 
 
 def evaluate(space: SearchSpace, phase_file: str | os.PathLike, shard: int, shards: int, evaluator: Any,

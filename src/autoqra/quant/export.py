@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from autoqra.errors import PlanError
+from autoqra.io import atomic_dir
 from autoqra.manifest import write_manifest
 from autoqra.plan import Plan
 from autoqra.quant.build import BaseModel, BuiltModel, build
@@ -16,11 +17,11 @@ from autoqra.quant.build import BaseModel, BuiltModel, build
 def save_adapter(built: BuiltModel, out_dir: str | os.PathLike, extra: dict | None = None) -> Path:
     """Write ``adapter_model.safetensors`` + ``adapter_config.json`` (peft) and ``plan.json``."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    built.model.save_pretrained(str(out))
-    built.plan.save(out / "plan.json")
-    write_manifest(out / "manifest.json", "adapter", seed=None,
-                   extra={"plan_hash": built.plan.hash, "build": built.info, **(extra or {})})
+    with atomic_dir(out) as tmp:  # out only ever holds a complete adapter
+        built.model.save_pretrained(str(tmp))
+        built.plan.save(tmp / "plan.json")
+        write_manifest(tmp / "manifest.json", "adapter", seed=None,
+                       extra={"plan_hash": built.plan.hash, "build": built.info, **(extra or {})})
     return out
 
 

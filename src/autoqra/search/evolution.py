@@ -55,17 +55,25 @@ class EvolutionSettings:
     hv_memory_margin: float = 0.01
 
     def __post_init__(self) -> None:
-        checks = {"population": self.population >= 2, "generations": self.generations >= 0,
-                  "offspring": self.offspring is None or self.offspring >= 1,
-                  "promote": self.promote >= 1, "stall_generations": self.stall_generations >= 1,
-                  "crossover_prob": 0 <= self.crossover_prob <= 1,
-                  "mutation_prob": 0 <= self.mutation_prob <= 1, "jitter": 0 <= self.jitter <= 1,
-                  "low_bit_cap": self.low_bit_cap is None or 0 <= self.low_bit_cap <= 1,
-                  "gamma": self.gamma >= 0, "hv_memory_margin": self.hv_memory_margin >= 0,
-                  "warm_start_interp": self.warm_start_interp in ("value", "index")}
-        bad = [k for k, ok in checks.items() if not ok]
+        checks = {  # name: (holds, what is expected)
+            "population": (self.population >= 2, ">= 2"),
+            "generations": (self.generations >= 0, ">= 0"),
+            "offspring": (self.offspring is None or self.offspring >= 1, "null or >= 1"),
+            # HF evaluates the top `promote` of the LF-scored offspring
+            "promote": (1 <= self.promote <= (self.n_offspring if self.multi_fidelity else self.promote),
+                        f"between 1 and the offspring per generation ({self.n_offspring})"),
+            "stall_generations": (self.stall_generations >= 1, ">= 1"),
+            "crossover_prob": (0 <= self.crossover_prob <= 1, "in [0, 1]"),
+            "mutation_prob": (0 <= self.mutation_prob <= 1, "in [0, 1]"),
+            "jitter": (0 <= self.jitter <= 1, "in [0, 1]"),
+            "low_bit_cap": (self.low_bit_cap is None or 0 <= self.low_bit_cap <= 1, "null or in [0, 1]"),
+            "gamma": (self.gamma >= 0, ">= 0"),
+            "hv_memory_margin": (self.hv_memory_margin >= 0, ">= 0"),
+            "warm_start_interp": (self.warm_start_interp in ("value", "index"), "'value' or 'index'"),
+        }
+        bad = [f"{k}={getattr(self, k)!r} (expected {want})" for k, (ok, want) in checks.items() if not ok]
         if bad:
-            raise ValueError(f"evolution settings out of range: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+            raise ValueError(f"evolution settings out of range: {', '.join(bad)}")
 
     @property
     def n_offspring(self) -> int:
