@@ -37,7 +37,7 @@ def test_atomic_dir_removes_what_a_killed_writer_left(tmp_path):
 
 def test_atomic_write_json_and_empty_jsonl(tmp_path):
     p = atomic_write_json(tmp_path / "x" / "r.json", {"b": 1, "a": [1.5]})
-    assert p.read_text() == '{\\n  "a": [\\n    1.5\\n  ],\\n  "b": 1\\n}\\n'.encode().decode("unicode_escape")
+    assert p.read_text() == b'{\\n  "a": [\\n    1.5\\n  ],\\n  "b": 1\\n}\\n'.decode("unicode_escape")
     assert not [q for q in p.parent.iterdir() if q.name != "r.json"]
     (tmp_path / "e.jsonl").write_text("")
     assert read_jsonl(tmp_path / "e.jsonl") == []

@@ -3,12 +3,13 @@ which rebuilds the quantized model from the cache and loads the trained adapter.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 from autoqra.errors import PlanError
-from autoqra.io import atomic_dir
+from autoqra.io import atomic_dir, atomic_write_json
 from autoqra.manifest import write_manifest
 from autoqra.plan import Plan
 from autoqra.quant.build import BaseModel, BuiltModel, build
@@ -19,10 +20,20 @@ def save_adapter(built: BuiltModel, out_dir: str | os.PathLike, extra: dict | No
     out = Path(out_dir)
     with atomic_dir(out) as tmp:  # out only ever holds a complete adapter
         built.model.save_pretrained(str(tmp))
+        _canonical_adapter_config(tmp / "adapter_config.json")
         built.plan.save(tmp / "plan.json")
         write_manifest(tmp / "manifest.json", "adapter", seed=None,
                        extra={"plan_hash": built.plan.hash, "build": built.info, **(extra or {})})
     return out
+
+
+def _canonical_adapter_config(path: Path) -> None:
+    """peft keeps target_modules as a set and writes it in hash order, which differs between
+    processes: sort it so that the same training gives the same file."""
+    cfg = json.loads(path.read_text())
+    if isinstance(cfg.get("target_modules"), list):
+        cfg["target_modules"] = sorted(cfg["target_modules"])
+    atomic_write_json(path, cfg)
 
 
 def load(base: str | os.PathLike | BaseModel, plan: Plan | str | os.PathLike, adapter: str | os.PathLike,
