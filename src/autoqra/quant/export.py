@@ -42,15 +42,17 @@ def load(base: str | os.PathLike | BaseModel, plan: Plan | str | os.PathLike, ad
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
+    source = "plan" if isinstance(plan, Plan) else str(plan)
     plan = plan if isinstance(plan, Plan) else Plan.load(plan)
     adapter = Path(adapter)
     weights = adapter / "adapter_model.safetensors"
     if not weights.is_file():
         raise PlanError(f"{adapter}: no adapter_model.safetensors (expected a peft adapter directory)")
+    base_obj = base if isinstance(base, BaseModel) else BaseModel(base, device=device)
+    plan.check(n_blocks=base_obj.n_blocks, source=source)  # the model's shape first: the clearer message
     stored_plan = adapter / "plan.json"
     if stored_plan.is_file() and Plan.load(stored_plan).hash != plan.hash:
         raise PlanError(f"{adapter}: adapter was trained for plan {Plan.load(stored_plan).hash}, not {plan.hash}")
-    base_obj = base if isinstance(base, BaseModel) else BaseModel(base, device=device)
     alpha = _alpha_per_rank(adapter)
     built = build(base_obj.model_dir, plan, cache_dir=cache_dir, lora_dropout=0.0, alpha_per_rank=alpha,
                   base=base_obj)
