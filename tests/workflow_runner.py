@@ -16,10 +16,13 @@ def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
     return [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 900, offline: bool = True) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, timeout: int = 900, offline: bool = True,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the workflow in ``workdir``; ``offline=False`` leaves the hub switch to the workflow
-    (configs that name hub models resolve them from the local cache only at validation time)."""
-    env = {k: v for k, v in os.environ.items() if k not in OFFLINE}
+    (configs that name hub models resolve them from the local cache only at validation time);
+    ``env`` adds environment variables."""
+    base = {k: v for k, v in os.environ.items() if k not in OFFLINE}
     if offline:
-        env.update(OFFLINE)
+        base.update(OFFLINE)
+    env = {**base, **(env or {})}
     return subprocess.run(snakemake_cmd(workdir, *args), capture_output=True, text=True, timeout=timeout, env=env)

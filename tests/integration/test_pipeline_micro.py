@@ -145,3 +145,30 @@ def test_lint_is_clean():
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
     assert "Congratulations, your workflow is in a good condition!" in out, out[-3000:]
+
+
+def test_between_workflow_cache_shares_model_and_data(tmp_path):
+    """`snakemake --cache` with $SNAKEMAKE_OUTPUT_CACHE: a second workflow directory takes the
+    prepared base model and data splits from the cache instead of preparing them again."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    target = "results/memory/micro/budget.json"
+    runs = {}
+    for name in ("first", "second"):
+        work = tmp_path / name
+        res = snakemake(work, target, "results/data/synth-micro/train.jsonl", "--cache", "--configfile", str(MICRO),
+                        env={"SNAKEMAKE_OUTPUT_CACHE": str(cache)})
+        assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+        runs[name] = (work, res.stdout + res.stderr)
+    first, second = runs["first"][1], runs["second"][1]
+    assert "Moving output file results/models/micro/hf to cache" in first
+    assert "Symlinking output file results/models/micro/hf/model.safetensors from cache" in second
+    assert "Symlinking output file results/data/synth-micro/train.jsonl from cache" in second
+    work = runs["second"][0]
+    log = work / "results/logs/model_prepare/micro.log"  # Snakemake creates it empty; the job never ran
+    assert not log.exists() or log.stat().st_size == 0
+    assert (work / "results/models/micro/hf/model.safetensors").is_symlink()
+    manifests = [json.loads((w / "results/models/micro/hf/manifest.json").read_text()) for w, _ in runs.values()]
+    assert manifests[0] == manifests[1]
+    budgets = [json.loads((w / target).read_text())["plan_bytes"] for w, _ in runs.values()]
+    assert budgets[0] == budgets[1] > 0

@@ -5,7 +5,7 @@
 rule random_propose:
     """Feasible plans drawn uniformly from the ladders (as many HF evaluations as AutoQRA spends)."""
     input:
-        config=rules.model_prepare.output.config,
+        model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
     output:
         "results/random/{model}/hf.json",
@@ -25,7 +25,7 @@ rule random_propose:
 rule random_evaluate:
     """HF evaluation of one shard of the random plans (shares the evaluation cache with the searches)."""
     input:
-        config=rules.model_prepare.output.config,
+        model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
         phase="results/random/{model}/hf.json",
         train=f"{DATA}/train.jsonl",
@@ -55,7 +55,7 @@ rule random_evaluate:
 rule random_select:
     """The best random plan by AutoQRA's utility, and every random observation."""
     input:
-        config=rules.model_prepare.output.config,
+        model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
         priors=rules.sensitivity.output.priors,
         phase="results/random/{model}/hf.json",
@@ -79,7 +79,7 @@ rule random_select:
 rule method_plan:
     """The plan a method fine-tunes: a search's final plan, a uniform/sequential baseline or the random best."""
     input:
-        config=rules.model_prepare.output.config,
+        model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
         priors=get_method_priors,
         source=get_method_source_plan,
@@ -100,7 +100,7 @@ rule method_plan:
 rule optuna_search:
     """An optuna sampler (TPE by default) proposing plans one at a time, each evaluated at HF."""
     input:
-        config=rules.model_prepare.output.config,
+        model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
         train=f"{DATA}/train.jsonl",
         validation=f"{DATA}/validation.jsonl",
@@ -130,7 +130,7 @@ rule optuna_search:
 rule methods_hf:
     """Every method's plan at HF fidelity (cached for search plans): baselines on the search's scale."""
     input:
-        config=rules.model_prepare.output.config,
+        model=rules.model_prepare.output.hf,
         plans=expand("results/methods/{{model}}/{method}/plan.json", method=METHODS),
         train=f"{DATA}/train.jsonl",
         validation=f"{DATA}/validation.jsonl",

@@ -10,6 +10,8 @@ rule data_prepare:
     params:
         spec=config["data"],
         seed=config["seed"],
+        code=code_sha("data", "manifest.py", "io.py"),
+    cache: "omit-software"
     log:
         "results/logs/data_prepare/{dataset}.log",
     conda:

@@ -4,7 +4,7 @@
 rule lm_eval:
     """lm-eval's simple_evaluate on the model rebuilt with autoqra.load (quantized base + adapter)."""
     input:
-        config=rules.model_prepare.output.config,
+        model=rules.model_prepare.output.hf,
         plan="results/methods/{model}/{method}/plan.json",
         adapter="results/finetune/{model}/{method}/s{seed}/adapter",
         test=f"{DATA}/test.jsonl",

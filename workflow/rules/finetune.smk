@@ -4,7 +4,7 @@
 rule finetune:
     """Full-fidelity LoRA fine-tuning of a method's plan; the adapter in peft format + a cost record."""
     input:
-        config=rules.model_prepare.output.config,
+        model=rules.model_prepare.output.hf,
         plan="results/methods/{model}/{method}/plan.json",
         train=f"{DATA}/train.jsonl",
     output:

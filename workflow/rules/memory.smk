@@ -1,7 +1,7 @@
 rule memory_budget:
     """Resolve the memory budget for a model and tabulate the reference plans against it."""
     input:
-        config=rules.model_prepare.output.config,
+        model=rules.model_prepare.output.hf,
     output:
         budget="results/memory/{model}/budget.json",
         table="results/memory/{model}/reference_plans.tsv",

@@ -5,7 +5,7 @@
 rule refine_propose:
     """q candidates inside the trust region (log-EI on a Matern-5/2 GP of the utility)."""
     input:
-        config=rules.model_prepare.output.config,
+        model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
         priors=rules.sensitivity.output.priors,
         front=rules.search_front.output.front,
@@ -28,7 +28,7 @@ rule refine_propose:
 rule refine_evaluate:
     """HF evaluation of one shard of the Stage-2 candidates (the Stage-1 evaluation cache is shared)."""
     input:
-        config=rules.model_prepare.output.config,
+        model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
         priors=rules.sensitivity.output.priors,
         phase="results/refine/{model}/{variant}/t{t}/hf.json",
@@ -60,7 +60,7 @@ rule refine_evaluate:
 rule refine_update:
     """Tell the HF scores; the radius grows after successes and shrinks after failures (TuRBO)."""
     input:
-        config=rules.model_prepare.output.config,
+        model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
         priors=rules.sensitivity.output.priors,
         phase="results/refine/{model}/{variant}/t{t}/hf.json",
@@ -83,7 +83,7 @@ rule refine_update:
 rule final_plan:
     """The best feasible plan (utility) with its Stage-1/Stage-2 history."""
     input:
-        config=rules.model_prepare.output.config,
+        model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
         priors=rules.sensitivity.output.priors,
         front=rules.search_front.output.front,

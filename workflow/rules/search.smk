@@ -6,7 +6,7 @@
 rule search_propose:
     """Offspring of generation g (the warm-started initial population for g = 0)."""
     input:
-        config=rules.model_prepare.output.config,
+        model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
         priors=rules.sensitivity.output.priors,
         previous=get_previous_select,
@@ -29,7 +29,7 @@ rule search_propose:
 rule search_evaluate:
     """Evaluate one shard of a phase's candidates (LF or HF) with the cached evaluator."""
     input:
-        config=rules.model_prepare.output.config,
+        model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
         priors=rules.sensitivity.output.priors,
         phase="results/search/{model}/{variant}/g{g}/{phase}.json",
@@ -62,7 +62,7 @@ rule search_evaluate:
 rule search_promote:
     """Tell the LF scores; the performance model picks the offspring promoted to HF."""
     input:
-        config=rules.model_prepare.output.config,
+        model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
         priors=rules.sensitivity.output.priors,
         phase="results/search/{model}/{variant}/g{g}/lf.json",
@@ -86,7 +86,7 @@ rule search_promote:
 rule search_select:
     """Tell the HF scores; constrained non-dominated sorting + crowding keeps the population."""
     input:
-        config=rules.model_prepare.output.config,
+        model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
         priors=rules.sensitivity.output.priors,
         phase="results/search/{model}/{variant}/g{g}/hf.json",
@@ -110,7 +110,7 @@ rule search_select:
 rule search_front:
     """The Stage-1 Pareto front, every evaluation record and the hypervolume per generation."""
     input:
-        config=rules.model_prepare.output.config,
+        model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
         priors=rules.sensitivity.output.priors,
         last=get_last_select,

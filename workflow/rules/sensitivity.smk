@@ -1,7 +1,7 @@
 rule sensitivity:
     """Stage 0: per-block importance priors, I_q (JSD at the lowest bit-width) and I_r (plasticity)."""
     input:
-        config=rules.model_prepare.output.config,
+        model=rules.model_prepare.output.hf,
         train=f"{DATA}/train.jsonl",
     output:
         priors="results/sensitivity/{model}/priors.tsv",

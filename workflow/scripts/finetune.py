@@ -11,7 +11,7 @@ log = setup_logging(sm.log[0])
 set_threads(sm.threads)
 p = sm.params.settings
 train = TrainSettings(**p["training"], max_seq_len=p["max_seq_len"], progress=False)
-rec = finetune(Path(sm.input.config).parent, Path(sm.input.train).parent, Plan.load(sm.input.plan),
+rec = finetune(Path(sm.input.model), Path(sm.input.train).parent, Plan.load(sm.input.plan),
                cache_dir=sm.params.cache_dir, fidelity=Fidelity.from_dict("final", p["fidelity"]), train=train,
                seed=int(sm.wildcards.seed), out_dir=Path(sm.output.record).parent, method=sm.wildcards.method,
                lora_dropout=p["lora_dropout"], alpha_per_rank=p["alpha_per_rank"], manifest_config=dict(p))

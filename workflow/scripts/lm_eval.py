@@ -14,7 +14,7 @@ log = setup_logging(sm.log[0])
 set_threads(sm.threads)
 cfg = sm.params.lm_eval
 t0 = time.perf_counter()
-built = autoqra.load(Path(sm.input.config).parent, sm.input.plan, sm.input.adapter, cache_dir=sm.params.cache_dir)
+built = autoqra.load(Path(sm.input.model), sm.input.plan, sm.input.adapter, cache_dir=sm.params.cache_dir)
 include = prepare_tasks(sm.params.task_dir, Path(sm.input.test).parent, sm.params.work_dir)
 out = run_lm_eval(built.model, built.tokenizer, cfg["tasks"], include_path=include, limit=cfg["limit"],
                   batch_size=cfg["batch_size"], num_fewshot=cfg["num_fewshot"], seed=int(sm.wildcards.seed))

@@ -8,7 +8,7 @@ from autoqra.runlog import set_threads, setup_logging
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 log = setup_logging(sm.log[0])
 set_threads(sm.threads)
-model_dir = Path(sm.input.config).parent
+model_dir = Path(sm.input.model)
 evaluator = make_evaluator(model_dir, Path(sm.input.train).parent, sm.params.cache_dir, sm.params.evaluator)
 plans = {Path(p).parent.name: p for p in sm.input.plans}
 for row in methods_hf(model_dir, plans, sm.params.methods, evaluator, sm.params.seed, sm.output[0]):

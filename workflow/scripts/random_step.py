@@ -7,7 +7,7 @@ from autoqra.runlog import set_threads, setup_logging
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 log = setup_logging(sm.log[0])
-model_dir = Path(sm.input.config).parent
+model_dir = Path(sm.input.model)
 if sm.rule == "random_propose":
     cands = methods.random_propose(model_dir, sm.params.space, sm.input.budget, sm.params.n, sm.params.seed,
                                    sm.output[0])

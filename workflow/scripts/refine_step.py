@@ -7,7 +7,7 @@ from autoqra.runlog import set_threads, setup_logging
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 log = setup_logging(sm.log[0])
 set_threads(sm.threads)
-model_dir = Path(sm.input.config).parent
+model_dir = Path(sm.input.model)
 ctx = refine.RefineContext(model_dir, sm.params.space, sm.input.budget, sm.input.priors, sm.params.refine,
                            sm.params.seed)
 if sm.rule == "refine_propose":

@@ -9,7 +9,7 @@ from autoqra.runlog import setup_logging
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 log = setup_logging(sm.log[0])
-ctx = search.SearchContext(Path(sm.input.config).parent, sm.params.space, sm.input.budget, sm.input.priors,
+ctx = search.SearchContext(Path(sm.input.model), sm.params.space, sm.input.budget, sm.input.priors,
                            sm.params.search, sm.params.variant, sm.params.seed)
 if sm.rule == "search_propose":
     g = int(sm.wildcards.g)

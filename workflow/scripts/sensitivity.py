@@ -13,7 +13,7 @@ space = sm.params.space
 settings = SensitivitySettings(**sm.params.settings, bits_ladder=tuple(space["bits"]),
                                max_seq_len=sm.params.max_seq_len,
                                alpha_per_rank=space["lora_alpha_per_rank"], seed=sm.params.seed)
-rows, summary = run_sensitivity(Path(sm.input.config).parent, Path(sm.input.train).parent, sm.params.cache_dir,
+rows, summary = run_sensitivity(Path(sm.input.model), Path(sm.input.train).parent, sm.params.cache_dir,
                                 settings, backend=space["backend"], group_size=space["group_size"])
 write_priors(rows, sm.output.priors)
 atomic_write_json(sm.output.summary, summary)
