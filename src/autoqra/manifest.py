@@ -6,6 +6,7 @@ and settings that produced it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import socket
@@ -34,6 +35,24 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def code_sha(*parts: str) -> str:
+    """Identity of library code (files or packages under ``src/autoqra``, e.g. ``"models"``,
+    ``"io.py"``): 16 hex characters over their paths and bytes. Snakemake's between-workflow
+    cache hashes a rule's script and params, not the library it calls; passing this as a param
+    makes changed library code a different cache entry (and re-runs the rule)."""
+    src = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for part in parts:
+        target = src / part
+        if not target.exists():
+            raise FileNotFoundError(f"code_sha: {target} does not exist")
+        for f in sorted(target.rglob("*.py")) if target.is_dir() else [target]:
+            h.update(str(f.relative_to(src)).encode())
+            h.update(b"\0")
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def git_sha(cwd: str | os.PathLike | None = None) -> str | None:

@@ -47,3 +47,13 @@ def _umask() -> int:
     m = os.umask(0)
     os.umask(m)
     return m
+
+
+def test_code_sha_identifies_library_code():
+    from autoqra.manifest import code_sha
+
+    a = code_sha("models", "io.py")
+    assert a == code_sha("models", "io.py") and len(a) == 16
+    assert len({a, code_sha("data", "io.py"), code_sha("models"), code_sha("io.py")}) == 4
+    with pytest.raises(FileNotFoundError, match="no_such_module.py"):
+        code_sha("no_such_module.py")

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 from autoqra.config import validate_config
+from autoqra.manifest import code_sha
 from autoqra.errors import ConfigError
 
 try:
@@ -57,21 +58,6 @@ def get_data_inputs(wildcards):
     if config["data"]["source"] == "alpaca_file":
         return [config["data"]["path"]]
     return []
-
-
-def code_sha(*parts):
-    """Identity of the library code behind a cached rule (files or packages under src/autoqra):
-    Snakemake's between-workflow cache hashes a rule's script and params, not the library it
-    calls, so this param makes a changed library a different cache entry (and re-runs the rule)."""
-    import hashlib
-
-    src = Path(workflow.basedir) / "src" / "autoqra"
-    h = hashlib.sha256()
-    for part in parts:
-        target = src / part
-        for f in sorted(target.rglob("*.py")) if target.is_dir() else [target]:
-            h.update(str(f.relative_to(src)).encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def evaluator_params():
