@@ -349,6 +349,41 @@ def run_sensitivity(model_dir: str | os.PathLike, data_dir: str | os.PathLike, c
     return rows, summary
 
 
+SENSITIVITY_FORMAT = 1  # bump when the stored result changes meaning
+
+
+def cached_run_sensitivity(model_dir: str | os.PathLike, data_dir: str | os.PathLike, cache_dir: str | os.PathLike,
+                           settings: SensitivitySettings, backend: str, group_size: int,
+                           device: str | None = None) -> tuple[list[dict], dict]:
+    """:func:`run_sensitivity` with its result kept under ``{cache_dir}/sensitivity/``, keyed by the
+    base model's weight hashes, the training split, the calibration text and every setting, so
+    that any workflow sharing ``cache_dir`` (a shared filesystem on a cluster) computes Stage 0
+    once per (model, data, settings). ``summary['cached']`` says whether it came from there."""
+    import hashlib
+    import json
+
+    from autoqra.evaluate import data_sha
+    from autoqra.io import atomic_write_json
+    from autoqra.quant.cache import base_sha
+
+    calib = settings.calib_source
+    key = {"format": SENSITIVITY_FORMAT, "settings": asdict(settings), "backend": backend, "group_size": group_size,
+           "data": data_sha(data_dir, ("train",)),
+           "calib": None if calib == "data" else hashlib.sha256(Path(calib).read_bytes()).hexdigest()}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:16]
+    base = base_sha(model_dir)
+    path = Path(cache_dir) / "sensitivity" / base[:12] / f"{digest}.json"
+    try:
+        stored = json.loads(path.read_text())
+        if stored.get("key") == json.loads(json.dumps(key, default=list)):
+            return stored["rows"], {**stored["summary"], "cached": True}
+    except (OSError, json.JSONDecodeError, AttributeError):
+        pass  # absent or unreadable: compute it
+    rows, summary = run_sensitivity(model_dir, data_dir, cache_dir, settings, backend, group_size, device)
+    atomic_write_json(path, {"key": key, "rows": rows, "summary": summary})
+    return rows, {**summary, "cached": False}
+
+
 def write_priors(rows: list[dict], tsv_path: str | os.PathLike) -> Path:
     """Write the priors table (one row per block, PRIOR_COLUMNS) atomically."""
     return atomic_write_tsv(tsv_path, PRIOR_COLUMNS, [[r[c] for c in PRIOR_COLUMNS] for r in rows])

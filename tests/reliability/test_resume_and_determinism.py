@@ -109,9 +109,9 @@ def check_no_partial_files(work: Path) -> int:
 
 
 def finished_evaluations(work: Path) -> dict[Path, tuple[int, str]]:
-    """Evaluation records and quantized blocks on disk: (mtime, content hash) each."""
+    """Evaluation records, Stage-0 results and quantized blocks on disk: (mtime, content hash) each."""
     cache = work / "results/cache"
-    files = [p for sub in ("evals", "quant") for p in (cache / sub).rglob("*")
+    files = [p for sub in ("evals", "sensitivity", "quant") for p in (cache / sub).rglob("*")
              if p.is_file() and not p.name.startswith(".")] if cache.exists() else []
     return {p: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest()) for p in files}
 

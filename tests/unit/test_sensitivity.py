@@ -144,6 +144,30 @@ def test_rerun_is_identical_and_reuses_the_quantized_block_cache(run, dirs):
     assert sorted(p.name for p in cache.rglob("*.safetensors")) == files
 
 
+def test_stage0_result_is_cached_across_runs(run, dirs, tmp_path, monkeypatch):
+    import autoqra.sensitivity as sens
+
+    cache = tmp_path / "shared"
+    rows, summary = sens.cached_run_sensitivity(*dirs, cache, SensitivitySettings(**FAST), "hqq", 32)
+    assert rows == run[0] and summary["cached"] is False
+    assert len(list((cache / "sensitivity").rglob("*.json"))) == 1
+
+    def no_work(*a, **k):
+        raise AssertionError("Stage 0 recomputed although its result is cached")
+
+    monkeypatch.setattr(sens, "run_sensitivity", no_work)
+    again, summary2 = sens.cached_run_sensitivity(*dirs, cache, SensitivitySettings(**FAST), "hqq", 32)
+    assert again == rows and summary2["cached"] is True
+    with pytest.raises(AssertionError, match="recomputed"):  # other settings: another entry
+        sens.cached_run_sensitivity(*dirs, cache, SensitivitySettings(**{**FAST, "seed": 1}), "hqq", 32)
+    with pytest.raises(AssertionError, match="recomputed"):
+        sens.cached_run_sensitivity(*dirs, cache, SensitivitySettings(**FAST), "hqq", 64)
+    entry = next((cache / "sensitivity").rglob("*.json"))
+    entry.write_text('{"key": ')  # a torn entry is recomputed, not trusted
+    with pytest.raises(AssertionError, match="recomputed"):
+        sens.cached_run_sensitivity(*dirs, cache, SensitivitySettings(**FAST), "hqq", 32)
+
+
 def test_seed_changes_the_plasticity_probe(base, records, tmp_path):
     cache = QuantCache(tmp_path, base.base_id)
     a = plasticity(base, cache, base.tokenizer, records, SensitivitySettings(**FAST, seed=0))
