@@ -161,7 +161,7 @@ class Evaluator:
         self.inject_failure = dict(inject_failure) if inject_failure else None
         if self.inject_failure:
             kind, frac = self.inject_failure.get("kind"), self.inject_failure.get("fraction", 1.0)
-            if kind not in INJECTABLE_FAILURES or kind is None or not 0.0 <= float(frac) <= 1.0:
+            if kind not in INJECTABLE_FAILURES[1:] or not 0.0 <= float(frac) <= 1.0:
                 raise ConfigError(f"evaluation.inject_failure: expected kind in {INJECTABLE_FAILURES[1:]} and "
                                   f"fraction in [0, 1], got {self.inject_failure}")
             self.inject_failure = {"kind": kind, "fraction": float(frac)}
@@ -284,9 +284,8 @@ class Evaluator:
             rec.update(build_seconds=built.info["build_seconds"], trainable_params=built.info["trainable_params"],
                        device=built.info["device"])
             self.n_trained += 1
-            train = self.train
-            if self.injected(plan):
-                train = replace(train, inject_failure=self.injected(plan))
+            kind = self.injected(plan)
+            train = replace(self.train, inject_failure=kind) if kind else self.train
             res = train_lora(built.model, built.tokenizer, self._train_examples, fid, train, seed)
             rec.update(train_loss=res.final_loss, loss_history=res.loss_history, steps=res.steps,
                        train_seconds=res.train_seconds, tokens_per_s=res.tokens_per_s,
