@@ -1,6 +1,7 @@
 """The real Snakefile run in scratch directories (the DAG CI and users run): helpers for the
 integration and reliability tests."""
 
+import copy
 import os
 import subprocess
 import sys
@@ -10,6 +11,23 @@ ROOT = Path(__file__).resolve().parents[1]
 MICRO = ROOT / "config" / "micro.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+DELETE = object()  # a value for mutated(): remove the key
+
+
+def mutated(cfg: dict, path: str, value) -> dict:
+    """A deep copy of ``cfg`` with the dotted key ``path`` set to ``value`` (or removed: DELETE)."""
+    out = copy.deepcopy(cfg)
+    *parents, last = path.split(".")
+    node = out
+    for key in parents:
+        node = node[key]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = copy.deepcopy(value)
+    return out
 
 
 def snakemake_cmd(workdir: Path, *args: str) -> list[str]:

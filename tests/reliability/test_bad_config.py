@@ -2,17 +2,14 @@
 job), exits non-zero, names the key or file and what was expected, and leaves every file of an
 existing run untouched."""
 
-import copy
 import re
 from pathlib import Path
 
 import pytest
 import yaml
-from workflow_runner import MICRO, ROOT, snakemake
+from workflow_runner import DELETE, MICRO, ROOT, mutated, snakemake
 
 pytestmark = pytest.mark.reliability
-
-DELETE = object()
 
 # (config key path, new value, what the message must say)
 CASES = [
@@ -54,16 +51,7 @@ CASES = [
 
 
 def mutate(path: str, value):
-    cfg = yaml.safe_load(MICRO.read_text())
-    *parents, last = path.split(".")
-    node = cfg
-    for key in parents:
-        node = node[key]
-    if value is DELETE:
-        del node[last]
-    else:
-        node[last] = copy.deepcopy(value)
-    return cfg
+    return mutated(yaml.safe_load(MICRO.read_text()), path, value)
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:

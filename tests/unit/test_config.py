@@ -1,9 +1,9 @@
 """Config validation: every kind of bad config is rejected with a message naming the key."""
 
-import copy
 from pathlib import Path
 
 import pytest
+from workflow_runner import mutated
 
 from autoqra.config import load_config, load_yaml, validate_config
 from autoqra.errors import ConfigError
@@ -13,19 +13,7 @@ MICRO = load_yaml(ROOT / "config" / "micro.yaml")
 
 
 def mutate(path: str, value, base=MICRO):
-    cfg = copy.deepcopy(base)
-    *parents, last = path.split(".")
-    node = cfg
-    for p in parents:
-        node = node[p]
-    if value is DELETE:
-        del node[last]
-    else:
-        node[last] = value
-    return cfg
-
-
-DELETE = object()
+    return mutated(base, path, value)
 
 
 def test_shipped_configs_are_valid_and_defaults_filled(monkeypatch):
