@@ -170,7 +170,8 @@ def test_killed_at_many_points_resumes_to_the_same_results(tmp_path, micro_run):
     for p, (mtime, sha) in done.items():
         assert p.exists() and p.stat().st_mtime_ns == mtime, f"{p} was recomputed after a kill"
         assert hashlib.sha256(p.read_bytes()).hexdigest() == sha
-    assert "Nothing to be done" in (lambda r: r.stdout + r.stderr)(snakemake(work, "-n", "--configfile", str(MICRO)))
+    dry = snakemake(work, "-n", "--configfile", str(MICRO))
+    assert "Nothing to be done" in dry.stdout + dry.stderr
     diffs = differences(micro_run, work)
     assert not diffs, "\n".join(diffs[:30])
     print(f"kills survived: {len(kills)}: {kills}; finished evaluations kept: {len(done)}")
