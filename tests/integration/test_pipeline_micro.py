@@ -36,7 +36,8 @@ def test_micro_pipeline_search_and_final_plan(micro_run):
     assert front["front"] and front["evaluations"]["hf"] >= 4 and front["evaluations"]["lf"] >= 4
     with open(r / "search/micro/autoqra/hypervolume.tsv") as fh:
         hv = [float(row["hypervolume"]) for row in csv.DictReader(fh, delimiter="\t")]
-    assert len(hv) == 3 and hv == sorted(hv)
+    # never decreases (up to float summation order: equal fronts can differ in the last bit)
+    assert len(hv) == 3 and all(b >= a - 1e-12 * abs(a) for a, b in zip(hv, hv[1:], strict=False))
     budget = json.loads((r / "memory/micro/budget.json").read_text())["plan_bytes"]
     for rec in front["archive"]:
         assert rec["memory"] <= budget * (1 + 1e-9)
@@ -66,8 +67,10 @@ def test_micro_pipeline_methods_finetune_and_benchmarks(micro_run):
     budget = json.loads((r / "memory/micro/budget.json").read_text())["plan_bytes"]
     for m, spec in cfg["methods"].items():
         plan = json.loads((r / f"methods/micro/{m}/plan.json").read_text())
-        assert plan["meta"]["within_budget"] == (m != "lora16"), m  # 16-bit LoRA is the only one above it
-        assert plan["meta"]["memory_bytes"] <= budget or m == "lora16"
+        # The budget is uniform 4-bit with the map's 4-bit quantizer (NF4: the QLoRA plan). Above it:
+        # 16-bit LoRA and HQQ 4-bit (group 32: 4 bits + 1 bit of scale/zero, against NF4's 4.13).
+        assert plan["meta"]["within_budget"] == (m not in ("lora16", "hqq4")), m
+        assert (plan["meta"]["memory_bytes"] <= budget) == plan["meta"]["within_budget"], m
         train = json.loads((r / f"finetune/micro/{m}/s0/train.json").read_text())
         assert train["steps"] == cfg["finetune"]["steps"] and train["trainable_params"] > 0
         assert train["lr_schedule"] == "linear" and train["warmup_steps"] == 1
