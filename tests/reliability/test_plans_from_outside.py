@@ -19,8 +19,8 @@ OK = {"bits": [4, 4, 4, 4], "ranks": [8, 8, 8, 8], "quantizers": ["hqq", "nf4", 
 OLD = {"bits": [4, 4, 4, 4], "ranks": [8, 8, 8, 8], "backend": "hqq", "group_size": 32}  # before per-block quantizers
 
 BAD_PLANS = [
-    ({**OK, "bits": [4, 4, 4], "ranks": [8, 8, 8]}, "plan has 3 blocks, the model has 4"),
-    ({**OK, "bits": [4, 4, 4, 4, 4], "ranks": [8] * 5}, "plan has 5 blocks, the model has 4"),
+    ({**OK, "bits": [4, 4, 4], "ranks": [8, 8, 8], "quantizers": ["nf4"] * 3}, "plan has 3 blocks, the model has 4"),
+    ({**OK, "bits": [4, 4, 4, 4, 4], "ranks": [8] * 5, "quantizers": ["hqq"] * 5}, "plan has 5 blocks, the model has 4"),
     ({**OK, "bits": [4, 4, 5, 4]}, r"plan bits \[5\] not allowed; expected values in \[2, 3, 4, 8, 16\]"),
     ({**OK, "bits": [4, 1, 4, 32]}, r"plan bits \[1, 32\] not allowed"),
     ({**OK, "ranks": [8, 8, 0, 8]}, "plan ranks must be positive integers"),
