@@ -4,8 +4,9 @@ Measures, and writes to a JSON (default benchmarks/results/quant_bench_<device>.
   1. time to build a model for a plan from the quantized-block cache vs quantizing from scratch
      (target: cache >= 10x faster);
   2. train tokens/s for 16-bit LoRA, uniform HQQ 4-bit, bnb NF4 and a mixed 2/3/4/8 plan;
-  3. bytes the quantized projections really occupy vs the memory model, per bit-width
+  3. bytes the quantized projections really occupy vs the memory model, per quantizer and bit-width
      (target: within 3%), and peak memory vs the memory model where CUDA is available.
+(Quantization damage per quantizer and rung: benchmarks/quantizer_bench.py.)
 
     .venv/bin/python benchmarks/quant_bench.py --model results/models/smollm2-135m/hf
 """
@@ -28,11 +29,13 @@ from autoqra.memory import MemoryModel, ModelShape
 from autoqra.plan import Plan
 from autoqra.quant import BaseModel, build
 
+MIXED_MAP = {2: "hqq", 3: "hqq", 4: "nf4", 8: "int8"}
+
 
 def mixed_plan(n: int, group: int) -> Plan:
     bits = [(2, 3, 4, 8)[i % 4] for i in range(n)]
     ranks = [(4, 8, 16)[i % 3] for i in range(n)]
-    return Plan(tuple(bits), tuple(ranks), group_size=group)
+    return Plan.mapped(bits, ranks, MIXED_MAP, group_size=group)
 
 
 def bench_build(base: BaseModel, plan: Plan, cache_root: Path, repeats: int) -> dict:
@@ -53,18 +56,17 @@ def bench_build(base: BaseModel, plan: Plan, cache_root: Path, repeats: int) -> 
 
 def bench_bytes(base: BaseModel, shape: ModelShape, cache_root: Path, group: int) -> list[dict]:
     rows = []
-    for backend, bits_list in (("hqq", (2, 3, 4, 8)), ("bnb", (4, 8))):
-        for bits in bits_list:
-            plan = Plan.uniform(shape.n_blocks, bits, 8, backend, group if backend == "hqq" else 64)
-            built = build(base.model_dir, plan, cache_dir=cache_root / "bytes", base=base)
-            real = built.info["stored_bytes_by_bits"][bits]
-            cost = MemoryModel(shape, backend, plan.group_size).block_cost(bits, 8)
-            model_bytes = shape.n_blocks * (cost["weights"] + cost["quant_meta"])
-            measured = real["weights"] + real["quant_meta"]
-            rows.append({"backend": backend, "bits": bits, "measured_bytes": measured, "model_bytes": model_bytes,
-                         "rel_error": measured / model_bytes - 1, "measured_weights": real["weights"],
-                         "measured_quant_meta": real["quant_meta"]})
-            del built
+    for quantizer, bits in [("hqq", b) for b in (2, 3, 4, 8)] + [("nf4", 4), ("int8", 8)]:
+        plan = Plan.uniform(shape.n_blocks, bits, 8, quantizer, group)
+        built = build(base.model_dir, plan, cache_dir=cache_root / "bytes", base=base)
+        real = built.info["stored_bytes_by_bits"][bits]
+        cost = MemoryModel.for_plan(shape, plan).block_cost(bits, 8, quantizer)
+        model_bytes = shape.n_blocks * (cost["weights"] + cost["quant_meta"])
+        measured = real["weights"] + real["quant_meta"]
+        rows.append({"quantizer": quantizer, "bits": bits, "measured_bytes": measured, "model_bytes": model_bytes,
+                     "rel_error": measured / model_bytes - 1, "measured_weights": real["weights"],
+                     "measured_quant_meta": real["quant_meta"]})
+        del built
     return rows
 
 
@@ -78,7 +80,7 @@ def bench_train(base: BaseModel, shape: ModelShape, data_dir: Path | None, cache
     records = load_split(data_dir, "train")
     n = shape.n_blocks
     plans = {"lora16": Plan.uniform(n, 16, 8, "none"), "hqq4": Plan.uniform(n, 4, 8, "hqq", group),
-             "bnb_nf4": Plan.uniform(n, 4, 8, "bnb", 64), "mixed_2348": mixed_plan(n, group)}
+             "bnb_nf4": Plan.uniform(n, 4, 8, "nf4", group), "mixed_2348": mixed_plan(n, group)}
     rows = []
     settings = TrainSettings(lr=2e-4, batch_size=batch, max_seq_len=seq_len, progress=False)
     for name, plan in plans.items():
@@ -86,7 +88,7 @@ def bench_train(base: BaseModel, shape: ModelShape, data_dir: Path | None, cache
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         res = train_lora(built.model, built.tokenizer, records, Fidelity(name="bench", steps=steps), settings, seed=0)
-        mm = MemoryModel(shape, plan.backend, plan.group_size)
+        mm = MemoryModel.for_plan(shape, plan)
         rows.append({"method": name, "plan_hash": plan.hash, "steps": res.steps, "tokens": res.tokens,
                      "train_seconds": res.train_seconds, "tokens_per_s": res.tokens_per_s,
                      "peak_memory_bytes": res.peak_memory_bytes,
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result["build"], indent=1))
         result["bytes"] = bench_bytes(base, shape, tmp, args.group_size)
         for r in result["bytes"]:
-            print(f"{r['backend']:>4} {r['bits']}-bit: measured {r['measured_bytes']:>12,} B  model "
+            print(f"{r['quantizer']:>4} {r['bits']}-bit: measured {r['measured_bytes']:>12,} B  model "
                   f"{r['model_bytes']:>14,.0f} B  rel.err {100 * r['rel_error']:+.2f}%")
         data = Path(args.data) if Path(args.data).is_dir() else None
         result["train"] = bench_train(base, shape, data, tmp, args.group_size, args.steps, args.seq_len, args.batch)

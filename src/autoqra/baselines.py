@@ -1,10 +1,11 @@
 """The plans of the baselines the paper compares against (DESIGN §1), all under the same budget
 accounting as AutoQRA:
 
-- ``uniform``: the same bits and rank in every block (16-bit LoRA with backend ``none``, QLoRA with
-  ``bnb`` NF4, uniform HQQ 4/3/2-bit + LoRA);
-- ``sequential``: quantization first, adapters second — mixed bits allocated from ``I_q`` alone
-  under the budget (greedy upgrades by expected damage reduction per byte), then one uniform rank;
+- ``uniform``: the same bits, quantizer and rank in every block (16-bit LoRA with quantizer ``none``,
+  QLoRA with ``nf4``, uniform HQQ 4/3/2-bit + LoRA);
+- ``sequential``: quantization first, adapters second — mixed bits allocated from the raw ``I_q``
+  (JSD in nats, its damage model's own units) under the budget (greedy upgrades by expected damage
+  reduction per byte), then one uniform rank;
 - ``random``: feasible plans drawn uniformly from the ladders (rejection sampling, so the
   distribution is not shaped by any prior), the best chosen by the same utility as AutoQRA.
 
@@ -16,23 +17,25 @@ from __future__ import annotations
 import numpy as np
 
 from autoqra.errors import ConfigError
-from autoqra.plan import Plan
+from autoqra.plan import DEFAULT_HQQ_AXIS, Plan
 from autoqra.search.space import EPS, Genome, SearchSpace
 
 PLAN_KINDS = ("search", "uniform", "sequential", "random")
 
 
-def uniform_plan(n_blocks: int, bits: int, rank: int, backend: str, group_size: int) -> Plan:
-    """Every block at ``bits``/``rank``; 16-bit plans use backend ``none`` (plain LoRA)."""
-    return Plan.uniform(n_blocks, bits, rank, backend="none" if bits == 16 else backend, group_size=group_size)
+def uniform_plan(n_blocks: int, bits: int, rank: int, quantizer: str, group_size: int,
+                 hqq_axis: int = DEFAULT_HQQ_AXIS) -> Plan:
+    """Every block at ``bits``/``rank`` with ``quantizer``; 16-bit plans are plain LoRA (``none``)."""
+    return Plan.uniform(n_blocks, bits, rank, "none" if bits == 16 else quantizer, group_size, hqq_axis)
 
 
-def sequential_genome(space: SearchSpace, imp_q: np.ndarray, rank: int) -> Genome:
-    """Bits from ``I_q`` under the budget with every rank fixed at ``rank`` (bit allocation first,
-    adapters second).
+def sequential_genome(space: SearchSpace, iq_raw: np.ndarray, rank: int) -> Genome:
+    """Bits from the raw ``I_q`` under the budget with every rank fixed at ``rank`` (bit allocation
+    first, adapters second).
 
     Block ℓ at ``b`` bits is charged the expected damage ``I_q(ℓ)·4^-(b - b_min)`` (each extra bit
-    divides the quantization MSE by ~4; ``I_q`` is the measured damage at the lowest width). From
+    divides the quantization MSE by ~4; ``I_q`` is the measured damage at the lowest width, the
+    raw JSD: a min-max normalised prior would charge its least sensitive block nothing). From
     every block at the lowest rung, the upgrade with the largest damage reduction per extra byte is
     applied while it fits the budget — the classic greedy for this knapsack (HAWQ-style). Starting
     from the top and cutting instead would stop at uniform 4-bit on a uniform-4-bit budget: an 8→4
@@ -40,7 +43,10 @@ def sequential_genome(space: SearchSpace, imp_q: np.ndarray, rank: int) -> Genom
     """
     if rank not in space.ranks:
         raise ConfigError(f"sequential baseline: rank {rank} is not on the rank ladder {list(space.ranks)}")
-    imp_q = np.asarray(imp_q, float) + EPS
+    iq_raw = np.asarray(iq_raw, float)
+    if iq_raw.shape != (space.n_blocks,) or not np.isfinite(iq_raw).all() or (iq_raw < 0).any():
+        raise ValueError(f"sequential baseline: expected {space.n_blocks} finite raw I_q values >= 0 (JSD, nats)")
+    imp_q = iq_raw + EPS
     n, ir = space.n_blocks, space.ranks.index(rank)
     g = space.uniform(space.bits[0], rank)
     if not space.feasible(g):

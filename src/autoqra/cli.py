@@ -17,14 +17,14 @@ def _fmt_bytes(n: float) -> str:
 
 def cmd_memory(args: argparse.Namespace) -> int:
     from autoqra.memory import MemoryModel, ModelShape, resolve_budget
-    from autoqra.plan import Plan
+    from autoqra.plan import Plan, quantizer_map
 
     shape = ModelShape.from_path(args.model)
     if args.plan:
         plan = Plan.load(args.plan).check(n_blocks=shape.n_blocks, source=args.plan)
     else:
-        plan = Plan.uniform(shape.n_blocks, args.bits, args.rank, args.backend, args.group_size)
-    mm = MemoryModel(shape, plan.backend, plan.group_size)
+        plan = Plan.uniform(shape.n_blocks, args.bits, args.rank, args.quantizer, args.group_size, args.hqq_axis)
+    mm = MemoryModel.for_plan(shape, plan, quantizer_map({4: args.budget_quantizer}))
     bd = mm.breakdown(plan)
     budget = resolve_budget({"type": "uniform", "bits": args.budget_bits, "rank": args.budget_rank}, mm)
     bd["budget"] = {"description": budget.description, "plan_bytes": budget.plan_bytes,
@@ -35,13 +35,14 @@ def cmd_memory(args: argparse.Namespace) -> int:
         return 0
     print(f"model: {args.model}  ({shape.model_type}, {shape.n_blocks} blocks, hidden {shape.hidden_size}, "
           f"heads {shape.n_heads}/{shape.n_kv_heads} kv, intermediate {shape.intermediate_size})")
-    print(f"plan:  {args.plan or 'uniform'}  hash {plan.hash}  backend {plan.backend}  group {plan.group_size}")
-    print(f"{'block':>5} {'bits':>4} {'rank':>4} {'weights':>13} {'quant meta':>13} {'lora':>13} {'total':>13}")
+    print(f"plan:  {args.plan or 'uniform'}  hash {plan.hash}  quantizers {plan.quantizer_label}  "
+          f"HQQ group {plan.group_size} axis {plan.hqq_axis}")
+    print(f"{'block':>5} {'bits':>4} {'quant':>5} {'rank':>4} {'weights':>13} {'quant meta':>13} {'lora':>13} {'total':>13}")
     for b in bd["blocks"]:
-        print(f"{b['block']:>5} {b['bits']:>4} {b['rank']:>4} {_fmt_bytes(b['weights'])} "
+        print(f"{b['block']:>5} {b['bits']:>4} {b['quantizer']:>5} {b['rank']:>4} {_fmt_bytes(b['weights'])} "
               f"{_fmt_bytes(b['quant_meta'])} {_fmt_bytes(b['lora'])} {_fmt_bytes(b['total'])}")
     p = bd["plan_parts"]
-    print(f"{'M(C)':>15} {_fmt_bytes(p['weights'])} {_fmt_bytes(p['quant_meta'])} {_fmt_bytes(p['lora'])} "
+    print(f"{'M(C)':>21} {_fmt_bytes(p['weights'])} {_fmt_bytes(p['quant_meta'])} {_fmt_bytes(p['lora'])} "
           f"{_fmt_bytes(p['total'])}")
     print("fixed 16-bit part: " + ", ".join(f"{k} {_fmt_bytes(2 * v).strip()}" for k, v in bd["fixed_params"].items())
           + f"  = {_fmt_bytes(bd['fixed_bytes']).strip()}")
@@ -62,6 +63,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from autoqra.plan import DEFAULT_HQQ_AXIS, QUANTIZERS
+
     ap = argparse.ArgumentParser(prog="autoqra", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     m = sub.add_parser("memory", help="memory breakdown of a plan for a model")
@@ -69,10 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--plan", help="plan JSON; default: a uniform plan from --bits/--rank")
     m.add_argument("--bits", type=int, default=4)
     m.add_argument("--rank", type=int, default=8)
-    m.add_argument("--backend", default="hqq", choices=["hqq", "bnb", "none"])
-    m.add_argument("--group-size", type=int, default=128)
+    m.add_argument("--quantizer", default=None, choices=list(QUANTIZERS),
+                   help="uniform plan's quantizer (default: hqq, none at 16 bits)")
+    m.add_argument("--group-size", type=int, default=128, help="HQQ group size")
+    m.add_argument("--hqq-axis", type=int, default=DEFAULT_HQQ_AXIS, choices=[0, 1])
     m.add_argument("--budget-bits", type=int, default=4, help="budget = uniform BITS at rank RANK")
     m.add_argument("--budget-rank", type=int, default=8)
+    m.add_argument("--budget-quantizer", default="nf4", choices=["hqq", "nf4"],
+                   help="the budget plan's 4-bit quantizer (QLoRA: nf4)")
     m.add_argument("--json", action="store_true", help="print the breakdown as JSON")
     m.set_defaults(func=cmd_memory)
     c = sub.add_parser("check-config", help="validate a pipeline config file")

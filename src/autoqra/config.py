@@ -51,13 +51,20 @@ def _validator_with_defaults(schema: Mapping):
     return cls(schema)
 
 
+# Keys that were replaced, and what replaced them (named in the "unknown key" error).
+RENAMED = {"backend": "'backend' was replaced by a quantizer per bit-width: search_space.quantizers "
+                      "(e.g. {2: hqq, 3: hqq, 4: nf4, 8: int8}) and, for a uniform method, 'quantizer' "
+                      "(hqq, nf4, int8 or none)"}
+
+
 def _format_error(err) -> str:
     key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
     if err.validator == "additionalProperties":
         allowed = sorted(err.schema.get("properties", {}))
         extra = sorted(set(err.instance) - set(allowed)) if isinstance(err.instance, dict) else []
         hint = f"; allowed keys: {allowed}" if allowed else ""
-        return f"config key '{key}': unknown key(s) {extra}{hint}"
+        renamed = "".join(f"; {RENAMED[k]}" for k in extra if k in RENAMED)
+        return f"config key '{key}': unknown key(s) {extra}{renamed}{hint}"
     if err.validator == "required":
         return f"config key '{key}': {err.message}"
     if err.validator == "enum":
@@ -83,7 +90,7 @@ def _resolve(path: str, base_dir: Path) -> Path:
 
 def check_semantics(cfg: dict, base_dir: Path) -> None:
     """Checks beyond the schema: required companions, files on disk, model specs, budget."""
-    from autoqra.memory import MemoryModel, ModelShape, resolve_budget
+    from autoqra.memory import ModelShape, resolve_budget, space_memory_model
     from autoqra.models import check_model_spec
     from autoqra.models.peek import peek_config
     from autoqra.plan import Ladders
@@ -116,10 +123,7 @@ def check_semantics(cfg: dict, base_dir: Path) -> None:
 
     space = cfg["search_space"]
     ladders = Ladders(tuple(space["bits"]), tuple(space["ranks"]))
-    if space["backend"] == "bnb" and set(ladders.bits) - {4, 8, 16}:
-        raise ConfigError(f"config key 'search_space.bits': backend 'bnb' supports 4, 8 and 16 bits, got {space['bits']}")
-    if space["backend"] == "none" and set(ladders.bits) != {16}:
-        raise ConfigError("config key 'search_space.bits': backend 'none' keeps weights at 16 bits; use bits [16]")
+    _check_quantizers(cfg)
 
     _check_search_settings(cfg)
     _check_methods(cfg)
@@ -138,8 +142,28 @@ def check_semantics(cfg: dict, base_dir: Path) -> None:
         if hf_cfg is None:  # hub model not cached offline: checked again when model_prepare has it
             continue
         shape = ModelShape.from_config(hf_cfg, source=key)
-        mm = MemoryModel(shape, space["backend"], space["group_size"])
+        mm = space_memory_model(shape, space)
+        errors = mm.layout_errors(sorted(set(ladders.bits) | {bud["bits"]}))
+        if errors:
+            raise ConfigError(f"config key 'search_space.group_size': HQQ cannot store {key}'s projections with "
+                              f"group size {space['group_size']} and axis {space['hqq_axis']}: {errors[0]}")
         resolve_budget(bud, mm, ladders)
+
+
+def _check_quantizers(cfg: dict) -> None:
+    """The quantizer map refuses impossible pairs (e.g. nf4 at 3 bits) naming the key, and is
+    stored complete (every bit-width, int keys) so that every stage reads the same map."""
+    from autoqra.plan import quantizer_map
+
+    space = cfg["search_space"]
+    try:
+        space["quantizers"] = quantizer_map(space["quantizers"], key="search_space.quantizers")
+    except AutoQRAError as e:
+        key, _, msg = str(e).partition(": ")
+        raise ConfigError(f"config key '{key}': {msg}") from None
+    low = min(space["bits"])
+    if space["quantizers"][low] == "none" and len(space["bits"]) > 1:
+        raise ConfigError(f"config key 'search_space.quantizers.{low}': the lowest rung must be quantized")
 
 
 def _check_search_settings(cfg: dict) -> None:
@@ -174,12 +198,14 @@ def _check_methods(cfg: dict) -> None:
         if spec["plan"] == "sequential" and spec["rank"] not in space["ranks"]:
             raise ConfigError(f"config key '{key}.rank': {spec['rank']} is not on the rank ladder {space['ranks']}")
         if spec["plan"] == "uniform":
-            backend = "none" if spec["bits"] == 16 else (spec["backend"] or space["backend"])
-            if backend == "none" and spec["bits"] != 16:
-                raise ConfigError(f"config key '{key}.bits': backend 'none' keeps 16-bit weights, got {spec['bits']}")
-            if backend == "bnb" and spec["bits"] not in (4, 8):
-                raise ConfigError(f"config key '{key}.bits': backend 'bnb' supports 4 (NF4) and 8 (int8), "
-                                  f"got {spec['bits']}")
+            from autoqra.plan import check_quantizer
+
+            quantizer = spec["quantizer"] or space["quantizers"][spec["bits"]]
+            try:
+                check_quantizer(quantizer, spec["bits"], where=f"{key}.quantizer")
+            except AutoQRAError as e:
+                raise ConfigError(f"config key '{key}.quantizer': {str(e).partition(': ')[2]}; "
+                                  f"{key}.bits is {spec['bits']}") from None
         if spec["plan"] == "random" and "autoqra" not in variants and cfg["random_search"]["evaluations"] is None:
             raise ConfigError("config key 'random_search.evaluations': required when there is no 'autoqra' "
                               "search variant to match the evaluation count of")
@@ -187,6 +213,9 @@ def _check_methods(cfg: dict) -> None:
 
 def _check_finetune(cfg: dict) -> None:
     ft = cfg["finetune"]
+    for where, sec in (("training", cfg["training"]), ("finetune", ft)):
+        if sec.get("warmup_steps") and sec.get("warmup_ratio") is not None:
+            raise ConfigError(f"config key '{where}': give warmup_steps or warmup_ratio, not both")
     has_steps, has_frac = "steps" in ft, ("data_fraction" in ft or "epochs" in ft)
     if has_steps and has_frac:
         raise ConfigError("config key 'finetune': give either 'steps' or 'data_fraction' and 'epochs', not both")

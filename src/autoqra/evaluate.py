@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from autoqra.data import IGNORE_INDEX, collate, load_split
-from autoqra.errors import ConfigError, PlanError
+from autoqra.errors import ConfigError
 from autoqra.io import atomic_write_json
 from autoqra.memory import MemoryModel, ModelShape
 from autoqra.plan import Plan
@@ -149,7 +149,7 @@ class Evaluator:
         self.lora_dropout, self.alpha_per_rank, self.device = lora_dropout, alpha_per_rank, device
         self.shape = ModelShape.from_path(self.model_dir)
         self.base_sha = base_sha(self.model_dir)
-        self._memory = {(memory_model.backend, memory_model.group_size): memory_model} if memory_model else {}
+        self._memory = {(memory_model.group_size, memory_model.hqq_axis): memory_model} if memory_model else {}
         self.train_records = load_split(self.data_dir, "train")
         self.val_records = load_split(self.data_dir, "validation")
         self.data_sha = data_sha(self.data_dir)
@@ -190,17 +190,14 @@ class Evaluator:
         return self.cache_dir / "evals" / self.base_sha[:12] / fidelity / f"{plan.hash}-s{seed}-{settings8}.json"
 
     def memory_model(self, plan: Plan) -> MemoryModel:
-        key = (plan.backend, plan.group_size)
+        key = (plan.group_size, plan.hqq_axis)  # plans carry their own per-block quantizers
         if key not in self._memory:
-            self._memory[key] = MemoryModel(self.shape, plan.backend, plan.group_size)
+            self._memory[key] = MemoryModel.for_plan(self.shape, plan)
         return self._memory[key]
 
     def check_plan(self, plan: Plan) -> None:
         """PlanError before any work when the plan cannot apply to this model."""
         plan.check(n_blocks=self.shape.n_blocks, source=f"plan {plan.hash}")
-        if plan.backend == "none" and set(plan.bits) != {16}:
-            raise PlanError(f"plan {plan.hash}: backend 'none' keeps 16-bit weights; plan has bits "
-                            f"{sorted(set(plan.bits))}")
 
     # -- evaluation -----------------------------------------------------------------------
     def evaluate(self, plan: Plan, fidelity: str, seed: int) -> dict[str, Any]:
@@ -230,8 +227,8 @@ class Evaluator:
         in nats per response token. Cached per (base, plan, eval settings, data)."""
         self.check_plan(plan)
         pre = self._pre_loss(plan)
-        base = self._pre_loss(Plan.uniform(len(plan.bits), 16, plan.ranks[0], backend="none",
-                                           group_size=plan.group_size))
+        base = self._pre_loss(Plan.uniform(len(plan.bits), 16, plan.ranks[0], "none", plan.group_size,
+                                           plan.hqq_axis))
         return {"pre_loss": pre, "base_loss": base, "quant_error": pre - base}
 
     def _pre_loss(self, plan: Plan) -> float:
@@ -269,7 +266,7 @@ class Evaluator:
         mm = self.memory_model(plan)
         plan_bytes = mm.plan_bytes(plan)
         rec: dict[str, Any] = {
-            "plan_hash": plan.hash, "plan": plan.to_dict(), "fidelity": fid.name, "fidelity_spec": fid.key(),
+            "plan_hash": plan.hash, "plan": plan.to_dict(), "quantizers": plan.quantizer_label, "fidelity": fid.name, "fidelity_spec": fid.key(),
             "seed": seed, "base_model": self.base_sha, "data": self.data_sha, "status": "ok", "reason": None,
             "score": None, "loss": None, "accuracy": None, "train_loss": None, "loss_history": None,
             "memory_bytes": plan_bytes, "total_memory_bytes": plan_bytes + mm.fixed_bytes,

@@ -1,8 +1,14 @@
 """Final fine-tuning of one method's plan (rule finetune): build the quantized LoRA model, train it
 at the final fidelity (paper: the full training set for one epoch), save the adapter in peft format
-and a record of what it cost: analytic memory (the memory model), measured memory (the bytes the
-built model's projections and adapters really hold, and the training peak), trainable parameters,
-time and throughput.
+and a record of what it cost, memory in three plainly different senses:
+
+- ``memory_analytic_bytes``: the paper's M(C) (projections as stored + LoRA charged at 2 bytes);
+- ``memory_measured_bytes``: the bytes the built model's projections (weights + quantization
+  metadata) and LoRA adapters (at their real dtype, float32) really hold;
+- ``peak_train_bytes``: the training peak (CUDA: max allocated; CPU: held tensors + saved
+  activations), beside ``peak_train_predicted_bytes`` from :func:`autoqra.train_memory.predict_training_peak`.
+
+Also trainable parameters, time, throughput and the learning-rate schedule.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from autoqra.manifest import build_manifest
 from autoqra.memory import MemoryModel, ModelShape
 from autoqra.plan import Plan
 from autoqra.train import Fidelity, TrainSettings
+from autoqra.train_memory import predict_training_peak
 
 
 def plan_stats(plan: Plan) -> dict[str, float]:
@@ -53,15 +60,26 @@ def finetune(model_dir: str | os.PathLike, data_dir: str | os.PathLike, plan: Pl
                   device=device, seed=seed, base=base)
     examples = tokenize_records(built.tokenizer, records, train.max_seq_len)
     res = train_lora(built.model, built.tokenizer, examples, fidelity, train, seed)
-    mm = MemoryModel(ModelShape.from_path(model_dir), plan.backend, plan.group_size)
+    shape = ModelShape.from_path(model_dir)
+    mm = MemoryModel.for_plan(shape, plan)
     analytic = mm.plan_bytes(plan)
     measured = measured_plan_bytes(built)
+    on_cuda = res.device.startswith("cuda")
+    predicted = predict_training_peak(shape, plan, **res.extra["widest_batch"], lora_dropout=lora_dropout > 0,
+                                      dense_bytes=base.dtype.itemsize,
+                                      act_bytes=2 if on_cuda else base.dtype.itemsize,
+                                      grad_checkpointing=train.grad_checkpointing)
     record = {
         "method": method, "seed": seed, "plan_hash": plan.hash, "plan": plan.to_dict(), **plan_stats(plan),
-        "backend": plan.backend, "memory_analytic_bytes": analytic, "fixed_bytes": mm.fixed_bytes,
+        "quantizers": plan.quantizer_label, "memory_analytic_bytes": analytic, "fixed_bytes": mm.fixed_bytes,
         "memory_analytic_total_bytes": analytic + mm.fixed_bytes, "memory_measured_bytes": measured["total"],
         "memory_measured": measured, "peak_train_bytes": res.peak_memory_bytes,
-        "peak_kind": "cuda_max_allocated" if res.device.startswith("cuda") else "cpu_held_tensors",
+        "peak_train_predicted_bytes": predicted["total"], "peak_train_predicted": predicted,
+        "peak_train_measured": {"held_tensors": res.extra["held_tensor_bytes"],
+                                "saved_activations": res.extra["saved_activation_bytes"]},
+        "peak_kind": "cuda_max_allocated" if on_cuda else "cpu_held_tensors+saved_activations",
+        "lr_schedule": res.extra["lr_schedule"], "warmup_steps": res.extra["warmup_steps"],
+        "lr_history": res.extra["lr_history"],
         "compute_dtype": str(base.dtype).removeprefix("torch."), "trainable_params": res.trainable_params,
         "train_seconds": res.train_seconds, "tokens_per_s": res.tokens_per_s, "tokens": res.tokens,
         "steps": res.steps, "n_examples": res.n_examples, "final_loss": res.final_loss,

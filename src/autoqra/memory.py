@@ -3,9 +3,11 @@
     M(C) = Σ_ℓ  |W_ℓ|·q_ℓ/8  +  n_ℓ^lora·r_ℓ·2  +  quantization metadata(ℓ)
 
 with |W_ℓ| the parameter count of block ℓ's seven projections (GQA shapes included), n_ℓ^lora the
-LoRA parameters per unit rank (Σ over projections of in+out; adapters stored in 16 bit) and, for
-HQQ, one fp16 scale and one fp16 zero per group of ``g`` weights. Group counts are taken per
-projection (ceil(in·out/g) each), which equals the paper's ceil(|W_ℓ|/g) for all real shapes.
+LoRA parameters per unit rank (Σ over projections of in+out; adapters charged at 16 bit, the
+paper's convention) and the metadata of block ℓ's quantizer (:func:`weight_bytes`, exact for the
+stored layout): HQQ one fp16 scale and one fp16 zero per group of ``g`` weights (its 3-bit packing,
+ten values per int32 along the packed axis, charged as stored); NF4 one 8-bit absmax per 64
+weights plus the fp32 double-quantization constants; int8 one fp32 scale per output row.
 The fixed part (embeddings, lm_head, norms, biases at 16 bit) does not depend on the plan and is
 reported beside M(C). Budgets apply to M(C); budgets given as bytes/GB mean the whole model
 (fixed part + M(C)), which is what a user's "fits in N GB" means.
@@ -21,13 +23,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autoqra.errors import ConfigError, ModelError
-from autoqra.plan import PROJECTIONS, Ladders, Plan
+from autoqra.plan import (
+    DEFAULT_HQQ_AXIS,
+    LEGACY_BACKENDS,
+    PROJECTIONS,
+    Ladders,
+    Plan,
+    check_quantizer,
+    quantizer_map,
+)
 
 GB = 1e9
-# Storage bits per weight actually used by the backend's packing (HQQ packs ten 3-bit values
-# into one int32, i.e. 3.2 bits/weight); charging the real packing keeps the budget honest.
-# Kept as (bits, values) per storage word so byte counts stay exact integers.
-PACKED_BITS = {"hqq": {2: (2, 1), 3: (32, 10), 4: (4, 1), 8: (8, 1)}}
+# HQQ packs along the first axis of its (rows, cols) grouped view: values per storage word and
+# bytes per word (ten 3-bit values in one int32, with the rows padded to a multiple of ten).
+HQQ_PACKING = {2: (4, 1), 3: (10, 4), 4: (2, 1), 8: (1, 1)}
 BNB_BLOCKSIZE = 64          # NF4 block size (QLoRA)
 BNB_DQ_BLOCKSIZE = 256      # double-quantization block size of the absmax constants
 
@@ -131,37 +140,72 @@ class ModelShape:
                 "norms": n * per_block_norm + h, "biases": n * biases}
 
 
-def weight_bytes(proj: ProjectionShape, bits: int, backend: str, group_size: int) -> tuple[float, float]:
-    """(packed weight bytes, quantization-metadata bytes) of one projection at ``bits``."""
+def hqq_grid(n: int, group_size: int, axis: int) -> tuple[int, int]:
+    """(rows, cols) of HQQ's grouped view of ``n`` weights: axis 0 = (g, n/g), axis 1 = (n/g, g)."""
+    return (group_size, n // group_size) if axis == 0 else (n // group_size, group_size)
+
+
+def hqq_layout_error(proj: ProjectionShape, bits: int, group_size: int, axis: int) -> str | None:
+    """Why HQQ cannot store ``proj`` at (bits, group, axis), or None (hqq asserts or mis-packs silently)."""
     n = proj.numel
-    if bits == 16 or backend == "none":
+    if n % group_size:
+        return f"{proj.name} ({proj.out_features}x{proj.in_features}) has {n} weights, not a multiple of group size {group_size}"
+    rows, _ = hqq_grid(n, group_size, axis)
+    per_word = HQQ_PACKING[bits][0]
+    if bits in (2, 4) and rows % per_word:
+        return (f"{proj.name}: HQQ {bits}-bit packs {per_word} rows per byte but axis {axis} with group size "
+                f"{group_size} gives {rows} rows")
+    return None
+
+
+def weight_bytes(proj: ProjectionShape, bits: int, quantizer: str, group_size: int,
+                 hqq_axis: int = DEFAULT_HQQ_AXIS) -> tuple[float, float]:
+    """(packed weight bytes, quantization-metadata bytes) of one projection at ``bits`` as stored by
+    ``quantizer`` (hqq, nf4, int8, or none = 2 bytes per weight)."""
+    check_quantizer(quantizer, bits, where=f"{proj.name}")
+    n = proj.numel
+    if quantizer == "none":
         return 2.0 * n, 0.0
-    if backend == "hqq":
-        num, den = PACKED_BITS["hqq"][bits]
-        return n * num / (8 * den), math.ceil(n / group_size) * 2 * 2
-    if backend == "bnb":
-        if bits == 4:  # NF4 with double quantization (QLoRA): 8-bit absmax per 64, fp32 per 256 of those
-            blocks = math.ceil(n / BNB_BLOCKSIZE)
-            return n / 2, blocks * 1 + math.ceil(blocks / BNB_DQ_BLOCKSIZE) * 4 + 4
-        if bits == 8:  # LLM.int8: int8 weights + one fp32 scale per output row
-            return float(n), proj.out_features * 4.0
-    raise ValueError(f"backend {backend!r} cannot store {bits}-bit weights")
+    if quantizer == "hqq":
+        rows, cols = hqq_grid(n, group_size, hqq_axis)
+        per_word, word_bytes = HQQ_PACKING[bits]
+        return float(math.ceil(rows / per_word) * cols * word_bytes), math.ceil(n / group_size) * 2 * 2
+    if quantizer == "nf4":  # 8-bit absmax per 64, an fp32 absmax per 256 of those, one fp32 offset
+        blocks = math.ceil(n / BNB_BLOCKSIZE)
+        return float(math.ceil(n / 2)), blocks * 1 + math.ceil(blocks / BNB_DQ_BLOCKSIZE) * 4 + 4
+    return float(n), proj.out_features * 4.0  # int8: int8 weights + one fp32 scale per output row
 
 
 class MemoryModel:
-    """M(plan) for one base model, backend and group size; per-(bits, rank) block costs cached."""
+    """M(plan) for one base model under a quantizer map (bit-width -> quantizer), HQQ group size
+    and axis; per-(bits, rank, quantizer) block costs cached.
 
-    def __init__(self, shape: ModelShape, backend: str = "hqq", group_size: int = 128):
-        self.shape, self.backend, self.group_size = shape, backend, group_size
-        self._cache: dict[tuple[int, int], dict[str, float]] = {}
+    ``quantizers`` may also be an old backend name ("hqq", "bnb", "none"), read as its map.
+    Plans are charged with their own per-block quantizers; bits alone with the map's.
+    """
 
-    def block_cost(self, bits: int, rank: int) -> dict[str, float]:
-        """Bytes of one block at (bits, rank): weights, quant metadata, lora, total."""
-        key = (bits, rank)
+    def __init__(self, shape: ModelShape, quantizers: Mapping | str | None = None, group_size: int = 128,
+                 hqq_axis: int = DEFAULT_HQQ_AXIS):
+        if isinstance(quantizers, str):
+            quantizers = LEGACY_BACKENDS[quantizers]
+        self.shape, self.group_size, self.hqq_axis = shape, group_size, hqq_axis
+        self.quantizers = quantizer_map(quantizers)
+        self._cache: dict[tuple[int, int, str], dict[str, float]] = {}
+
+    @classmethod
+    def for_plan(cls, shape: ModelShape, plan: Plan, quantizers: Mapping | None = None) -> MemoryModel:
+        """The memory model with the plan's group size and HQQ axis."""
+        return cls(shape, quantizers, plan.group_size, plan.hqq_axis)
+
+    def block_cost(self, bits: int, rank: int, quantizer: str | None = None) -> dict[str, float]:
+        """Bytes of one block at (bits, rank) with ``quantizer`` (default: the map's for ``bits``):
+        weights, quant metadata, lora, total."""
+        q = quantizer or self.quantizers[bits]
+        key = (bits, rank, q)
         if key not in self._cache:
             w = m = 0.0
             for p in self.shape.projections():
-                pw, pm = weight_bytes(p, bits, self.backend, self.group_size)
+                pw, pm = weight_bytes(p, bits, q, self.group_size, self.hqq_axis)
                 w, m = w + pw, m + pm
             lora = self.shape.lora_params_per_rank * rank * 2.0
             self._cache[key] = {"weights": w, "quant_meta": m, "lora": lora, "total": w + m + lora}
@@ -169,23 +213,30 @@ class MemoryModel:
 
     def plan_bytes(self, plan: Plan | tuple[Sequence[int], Sequence[int]]) -> float:
         """M(C): bytes of all blocks (the part the plan controls)."""
-        bits, ranks = (plan.bits, plan.ranks) if isinstance(plan, Plan) else plan
+        if isinstance(plan, Plan):
+            return sum(self.block_cost(b, r, q)["total"] for b, r, q in zip(plan.bits, plan.ranks, plan.quantizers,
+                                                                              strict=True))
+        bits, ranks = plan
         return sum(self.block_cost(b, r)["total"] for b, r in zip(bits, ranks, strict=True))
 
     @property
     def fixed_bytes(self) -> float:
         return 2.0 * sum(self.shape.fixed_params.values())
 
+    def uniform(self, bits: int, rank: int) -> Plan:
+        """Every block at (bits, rank) with the map's quantizer, this model's group size and axis."""
+        return Plan.uniform(self.shape.n_blocks, bits, rank, self.quantizers[bits], self.group_size, self.hqq_axis)
+
     def breakdown(self, plan: Plan) -> dict:
         """Per-block and total bytes of ``plan`` plus the fixed 16-bit part."""
         if plan.n_blocks != self.shape.n_blocks:
             from autoqra.errors import PlanError
             raise PlanError(f"plan has {plan.n_blocks} blocks, the model has {self.shape.n_blocks}")
-        blocks = [{"block": i, "bits": b, "rank": r, **self.block_cost(b, r)}
-                  for i, (b, r) in enumerate(zip(plan.bits, plan.ranks, strict=True))]
+        blocks = [{"block": i, "bits": b, "rank": r, "quantizer": q, **self.block_cost(b, r, q)}
+                  for i, (b, r, q) in enumerate(zip(plan.bits, plan.ranks, plan.quantizers, strict=True))]
         tot = {k: sum(bl[k] for bl in blocks) for k in ("weights", "quant_meta", "lora", "total")}
-        return {"backend": self.backend, "group_size": self.group_size, "blocks": blocks,
-                "plan_bytes": tot["total"], "plan_parts": tot,
+        return {"quantizers": plan.quantizer_label, "group_size": self.group_size, "hqq_axis": self.hqq_axis,
+                "blocks": blocks, "plan_bytes": tot["total"], "plan_parts": tot,
                 "fixed_bytes": self.fixed_bytes, "fixed_params": self.shape.fixed_params,
                 "total_bytes": tot["total"] + self.fixed_bytes,
                 "block_weight_params": self.shape.block_weight_params,
@@ -198,6 +249,15 @@ class MemoryModel:
 
     def max_plan_bytes(self, ladders: Ladders) -> float:
         return self.shape.n_blocks * self.block_cost(ladders.bits[-1], ladders.ranks[-1])["total"]
+
+    def layout_errors(self, bits: Sequence[int]) -> list[str]:
+        """Why HQQ cannot store some rung of ``bits`` for this model's shapes (empty when it can)."""
+        errs = []
+        for b in bits:
+            if self.quantizers[b] == "hqq":
+                errs += [f"{b}-bit: {e}" for p in self.shape.projections()
+                         if (e := hqq_layout_error(p, b, self.group_size, self.hqq_axis))]
+        return errs
 
 
 @dataclass(frozen=True)
@@ -221,9 +281,8 @@ def resolve_budget(spec: Mapping, mm: MemoryModel, ladders: Ladders | None = Non
     kind = spec.get("type", "uniform")
     if kind == "uniform":
         bits, rank = int(spec.get("bits", 4)), int(spec.get("rank", 8))
-        b = mm.plan_bytes(Plan.uniform(mm.shape.n_blocks, bits, rank, mm.backend if bits != 16 else "none",
-                                       mm.group_size))
-        budget = Budget(b, f"uniform {bits}-bit at rank {rank}")
+        b = mm.plan_bytes(mm.uniform(bits, rank))
+        budget = Budget(b, f"uniform {bits}-bit ({mm.quantizers[bits]}) at rank {rank}")
     elif kind in ("bytes", "gb"):
         total = float(spec["value"]) * (GB if kind == "gb" else 1.0)
         budget = Budget(total - mm.fixed_bytes, f"{spec['value']} {'GB' if kind == 'gb' else 'bytes'} in total")
@@ -239,32 +298,32 @@ def resolve_budget(spec: Mapping, mm: MemoryModel, ladders: Ladders | None = Non
     return budget
 
 
+def space_memory_model(shape: ModelShape, space: Mapping) -> MemoryModel:
+    """The memory model of a ``search_space`` config section (quantizer map, group size, HQQ axis)."""
+    return MemoryModel(shape, space["quantizers"], space["group_size"], space["hqq_axis"])
+
+
 def budget_report(shape: ModelShape, space: Mapping, budget_spec: Mapping) -> tuple[dict, list[dict]]:
     """The resolved budget for a model plus the reference plans (uniform bit-widths, the
     smallest and largest plans on the ladders) with their memory and whether they fit."""
     ladders = Ladders(tuple(space["bits"]), tuple(space["ranks"]))
-    mm = MemoryModel(shape, space["backend"], space["group_size"])
+    mm = space_memory_model(shape, space)
     budget = resolve_budget(budget_spec, mm, ladders)
     r_ref = int(budget_spec.get("rank", 8))
-    refs: list[tuple[str, Plan]] = []
-    for bits in sorted(set(ladders.bits) | {16}):
-        backend = "none" if bits == 16 else mm.backend
-        if backend == "bnb" and bits not in (4, 8):
-            continue
-        refs.append((f"uniform-{bits}bit-r{r_ref}", Plan.uniform(shape.n_blocks, bits, r_ref, backend, mm.group_size)))
-    n = shape.n_blocks
-    refs.append(("smallest", Plan.uniform(n, ladders.bits[0], ladders.ranks[0], mm.backend, mm.group_size)))
-    refs.append(("largest", Plan.uniform(n, ladders.bits[-1], ladders.ranks[-1], mm.backend, mm.group_size)))
+    refs = [(f"uniform-{bits}bit-r{r_ref}", mm.uniform(bits, r_ref)) for bits in sorted(set(ladders.bits) | {16})]
+    refs.append(("smallest", mm.uniform(ladders.bits[0], ladders.ranks[0])))
+    refs.append(("largest", mm.uniform(ladders.bits[-1], ladders.ranks[-1])))
     rows = []
     for name, plan in refs:
-        bd = MemoryModel(shape, plan.backend, plan.group_size).breakdown(plan)
-        rows.append({"plan": name, "bits": plan.bits[0], "rank": plan.ranks[0], "backend": plan.backend,
+        bd = mm.breakdown(plan)
+        rows.append({"plan": name, "bits": plan.bits[0], "rank": plan.ranks[0], "quantizer": plan.quantizers[0],
                      "plan_bytes": bd["plan_bytes"], "total_bytes": bd["total_bytes"],
                      "lora_params": bd["trainable_params"], "fits_budget": budget.fits(bd["plan_bytes"])})
     info = {"description": budget.description, "spec": dict(budget_spec), "plan_bytes": budget.plan_bytes,
             "fixed_bytes": mm.fixed_bytes, "total_bytes": budget.plan_bytes + mm.fixed_bytes,
             "ladders": {"bits": list(ladders.bits), "ranks": list(ladders.ranks)},
-            "backend": mm.backend, "group_size": mm.group_size, "n_blocks": n,
+            "quantizers": {str(b): mm.quantizers[b] for b in sorted(set(ladders.bits) | {16})},
+            "group_size": mm.group_size, "hqq_axis": mm.hqq_axis, "n_blocks": shape.n_blocks,
             "block_weight_params": shape.block_weight_params,
             "lora_params_per_rank": shape.lora_params_per_rank,
             "min_plan_bytes": mm.min_plan_bytes(ladders), "max_plan_bytes": mm.max_plan_bytes(ladders)}

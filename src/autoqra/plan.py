@@ -1,7 +1,14 @@
-"""Plans: per-block weight bit-widths and LoRA ranks, with ladders, JSON round-trip and a stable hash.
+"""Plans: per-block weight bit-widths, quantizers and LoRA ranks, with ladders, JSON round-trip and a
+stable hash.
 
 A plan's choice for block ℓ applies to all seven projections of that block (q, k, v, o, gate, up,
 down). Embeddings, norms and lm_head stay 16-bit and get no adapter.
+
+Each rung of the bit ladder has its own quantizer (a *quantizer map*, config key
+``search_space.quantizers``): ``hqq`` (HQQ, 2/3/4/8 bits, group-wise along ``hqq_axis``), ``nf4``
+(bitsandbytes NF4 with double quantization, 4 bits), ``int8`` (bitsandbytes LLM.int8, 8 bits) and
+``none`` (the dense 16-bit layer). A plan records the quantizer of every block; build them with
+:func:`quantizers_for` / :meth:`Plan.mapped` rather than by hand.
 """
 
 from __future__ import annotations
@@ -20,7 +27,18 @@ from autoqra.io import atomic_write_json
 ALLOWED_BITS = (2, 3, 4, 8, 16)
 DEFAULT_BITS_LADDER = (2, 3, 4, 8)
 DEFAULT_RANK_LADDER = (4, 8, 16)
-BACKENDS = ("hqq", "bnb", "none")
+QUANTIZERS = ("hqq", "nf4", "int8", "none")
+QUANTIZER_BITS = {"hqq": (2, 3, 4, 8), "nf4": (4,), "int8": (8,), "none": (16,)}
+# Without a map every quantized rung is HQQ; 16 bits is always the dense layer.
+DEFAULT_QUANTIZER_MAP = {2: "hqq", 3: "hqq", 4: "hqq", 8: "hqq", 16: "none"}
+HQQ_AXES = (0, 1)
+# HQQ's grouping axis when a plan does not say. axis 0 (groups across output rows) is what HQQ's
+# authors measured; benchmarks/quantizer_bench.py measured it against axis 1 on the default model.
+DEFAULT_HQQ_AXIS = 0
+# Plan files written before quantizers were per block said "backend"; this is what each meant.
+LEGACY_BACKENDS = {"hqq": {2: "hqq", 3: "hqq", 4: "hqq", 8: "hqq", 16: "none"},
+                   "bnb": {4: "nf4", 8: "int8", 16: "none"}, "none": {16: "none"}}
+LEGACY_HQQ_AXIS = 1  # hqq 0.2's default, which those plans were quantized with
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ATTENTION_PROJECTIONS = PROJECTIONS[:4]
 
@@ -33,6 +51,37 @@ def projection_module(block: int, proj: str) -> str:
         raise ValueError(f"block index must be >= 0, got {block}")
     parent = "self_attn" if proj in ATTENTION_PROJECTIONS else "mlp"
     return f"model.layers.{block}.{parent}.{proj}"
+
+
+def check_quantizer(quantizer: str, bits: int, where: str = "plan") -> None:
+    """PlanError naming ``where`` unless ``quantizer`` can store ``bits``-bit weights."""
+    if quantizer not in QUANTIZERS:
+        raise PlanError(f"{where}: quantizer {quantizer!r} unknown; expected one of {list(QUANTIZERS)}")
+    if bits not in QUANTIZER_BITS[quantizer]:
+        can = ", ".join(str(b) for b in QUANTIZER_BITS[quantizer])
+        raise PlanError(f"{where}: quantizer {quantizer!r} cannot store {bits}-bit weights (it stores {can} bits)")
+
+
+def quantizer_map(spec: Mapping | None = None, key: str = "quantizers") -> dict[int, str]:
+    """A complete bit-width -> quantizer map: ``spec`` (keys may be strings, as in JSON) on top of
+    :data:`DEFAULT_QUANTIZER_MAP`; PlanError naming ``key.<bits>`` for an impossible pair."""
+    out = dict(DEFAULT_QUANTIZER_MAP)
+    for b, q in (spec or {}).items():
+        try:
+            bits = int(b)
+        except (TypeError, ValueError):
+            raise PlanError(f"{key}: key {b!r} is not a bit-width; expected one of {list(ALLOWED_BITS)}") from None
+        if bits not in ALLOWED_BITS:
+            raise PlanError(f"{key}: bit-width {bits} not allowed; expected one of {list(ALLOWED_BITS)}")
+        check_quantizer(q, bits, where=f"{key}.{bits}")
+        out[bits] = q
+    return out
+
+
+def quantizers_for(bits: Sequence[int], qmap: Mapping | None = None) -> tuple[str, ...]:
+    """Each block's quantizer: the one ``qmap`` (a quantizer map, default HQQ) names for its bits."""
+    m = quantizer_map(qmap)
+    return tuple(m[int(b)] for b in bits)
 
 
 @dataclass(frozen=True)
@@ -59,12 +108,16 @@ class Ladders:
 
 @dataclass(frozen=True)
 class Plan:
-    """Per-block bit-widths and LoRA ranks plus the quantization backend they apply to."""
+    """Per-block bit-widths, quantizers and LoRA ranks, plus the HQQ group size and axis.
+
+    ``quantizers`` defaults to :data:`DEFAULT_QUANTIZER_MAP` applied to ``bits`` (HQQ, dense at 16).
+    """
 
     bits: tuple[int, ...]
     ranks: tuple[int, ...]
-    backend: str = "hqq"
+    quantizers: tuple[str, ...] | None = None
     group_size: int = 128
+    hqq_axis: int = DEFAULT_HQQ_AXIS
     granularity: str = "block"
     meta: Mapping = field(default_factory=dict, compare=False, hash=False)
 
@@ -80,41 +133,76 @@ class Plan:
             raise PlanError(f"plan bits {bad} not allowed; expected values in {list(ALLOWED_BITS)}")
         if any(r <= 0 for r in self.ranks):
             raise PlanError(f"plan ranks must be positive integers, got {sorted(set(self.ranks))}")
-        if self.backend not in BACKENDS:
-            raise PlanError(f"plan backend '{self.backend}' unknown; expected one of {list(BACKENDS)}")
-        if self.group_size <= 0:
-            raise PlanError(f"plan group_size must be positive, got {self.group_size}")
+        if self.quantizers is None:
+            object.__setattr__(self, "quantizers", quantizers_for(self.bits))
+        object.__setattr__(self, "quantizers", tuple(self.quantizers))
+        if len(self.quantizers) != len(self.bits):
+            raise PlanError(f"plan has {len(self.bits)} blocks but {len(self.quantizers)} quantizers; "
+                            "expected one per block")
+        for i, (b, q) in enumerate(zip(self.bits, self.quantizers, strict=True)):
+            check_quantizer(q, b, where=f"plan block {i}")
+        if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) or self.group_size <= 0:
+            raise PlanError(f"plan group_size must be a positive integer, got {self.group_size!r}")
+        if self.hqq_axis not in HQQ_AXES or isinstance(self.hqq_axis, bool):
+            raise PlanError(f"plan hqq_axis must be 0 or 1, got {self.hqq_axis!r}")
         if self.granularity != "block":
             raise PlanError(f"plan granularity '{self.granularity}' unsupported; expected 'block'")
-        if self.backend == "bnb" and any(b not in (4, 8, 16) for b in self.bits):
-            raise PlanError(f"backend 'bnb' supports bits 4 (NF4), 8 (int8), 16; plan has {sorted(set(self.bits))}")
 
     # -- constructors -----------------------------------------------------------------
     @classmethod
-    def uniform(cls, n_blocks: int, bits: int, rank: int, backend: str = "hqq",
-                group_size: int = 128) -> Plan:
-        """The same bits and rank in every block."""
-        return cls((bits,) * n_blocks, (rank,) * n_blocks, backend=backend, group_size=group_size)
+    def uniform(cls, n_blocks: int, bits: int, rank: int, quantizer: str | None = None,
+                group_size: int = 128, hqq_axis: int = DEFAULT_HQQ_AXIS) -> Plan:
+        """The same bits, rank and quantizer (default: the default map's for ``bits``) in every block."""
+        q = quantizer or DEFAULT_QUANTIZER_MAP[int(bits)]
+        return cls((bits,) * n_blocks, (rank,) * n_blocks, (q,) * n_blocks, group_size, hqq_axis)
+
+    @classmethod
+    def mapped(cls, bits: Sequence[int], ranks: Sequence[int], qmap: Mapping | None = None,
+               group_size: int = 128, hqq_axis: int = DEFAULT_HQQ_AXIS, meta: Mapping | None = None) -> Plan:
+        """A plan whose blocks take the quantizer ``qmap`` names for their bits."""
+        return cls(tuple(bits), tuple(ranks), quantizers_for(bits, qmap), group_size, hqq_axis, meta=dict(meta or {}))
 
     @classmethod
     def from_dict(cls, d: Mapping, source: str = "plan") -> Plan:
-        """Build from the plan JSON contract; ``source`` names the file in error messages."""
+        """Build from the plan JSON contract; ``source`` names the file in error messages.
+
+        Files from before per-block quantizers carry ``"backend"`` instead of ``"quantizers"``: hqq
+        means HQQ on every quantized block (with hqq 0.2's default axis 1 unless ``hqq_axis`` is
+        given), bnb means NF4 at 4 bits and int8 at 8, none means dense.
+        """
         if not isinstance(d, Mapping):
             raise PlanError(f"{source}: expected a JSON object with 'bits' and 'ranks'")
         missing = [k for k in ("bits", "ranks") if k not in d]
         if missing:
             raise PlanError(f"{source}: missing key(s) {missing}; expected 'bits' and 'ranks' lists")
-        known = {"bits", "ranks", "backend", "group_size", "granularity", "meta"}
+        known = {"bits", "ranks", "quantizers", "backend", "group_size", "hqq_axis", "granularity", "meta"}
         unknown = sorted(set(d) - known)
         if unknown:
             raise PlanError(f"{source}: unknown key(s) {unknown}; allowed keys are {sorted(known)}")
         for k in ("bits", "ranks"):
             if not isinstance(d[k], list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in d[k]):
                 raise PlanError(f"{source}: '{k}' must be a list of integers")
+        quantizers, axis = d.get("quantizers"), d.get("hqq_axis")
         try:
-            return cls(tuple(d["bits"]), tuple(d["ranks"]), backend=d.get("backend", "hqq"),
-                       group_size=int(d.get("group_size", 128)), granularity=d.get("granularity", "block"),
-                       meta=dict(d.get("meta", {})))
+            if "backend" in d:
+                if quantizers is not None:
+                    raise PlanError("give 'quantizers' (one per block) or the old 'backend', not both")
+                legacy = LEGACY_BACKENDS.get(d["backend"])
+                if legacy is None:
+                    raise PlanError(f"plan backend {d['backend']!r} unknown; expected one of {list(LEGACY_BACKENDS)} "
+                                    f"(or, better, 'quantizers': one of {list(QUANTIZERS)} per block)")
+                off = sorted({b for b in d["bits"] if b not in legacy})
+                if off:
+                    raise PlanError(f"backend {d['backend']!r} cannot store bits {off}; it stores "
+                                    f"{sorted(legacy)}")
+                quantizers = [legacy[b] for b in d["bits"]]
+                axis = LEGACY_HQQ_AXIS if axis is None else axis
+            if quantizers is not None and (not isinstance(quantizers, list)
+                                           or not all(isinstance(q, str) for q in quantizers)):
+                raise PlanError("'quantizers' must be a list of quantizer names, one per block")
+            return cls(tuple(d["bits"]), tuple(d["ranks"]), None if quantizers is None else tuple(quantizers),
+                       group_size=d.get("group_size", 128), hqq_axis=DEFAULT_HQQ_AXIS if axis is None else axis,
+                       granularity=d.get("granularity", "block"), meta=dict(d.get("meta", {})))
         except PlanError as e:
             raise PlanError(f"{source}: {e}") from None
 
@@ -132,8 +220,8 @@ class Plan:
 
     # -- serialisation ----------------------------------------------------------------
     def to_dict(self, with_meta: bool = True) -> dict:
-        d = {"bits": list(self.bits), "ranks": list(self.ranks), "granularity": self.granularity,
-             "backend": self.backend, "group_size": self.group_size}
+        d = {"bits": list(self.bits), "ranks": list(self.ranks), "quantizers": list(self.quantizers),
+             "granularity": self.granularity, "group_size": self.group_size, "hqq_axis": self.hqq_axis}
         if with_meta and self.meta:
             d["meta"] = dict(self.meta)
         return d
@@ -143,7 +231,8 @@ class Plan:
 
     @property
     def hash(self) -> str:
-        """Stable content hash (16 hex chars) over bits, ranks, backend, group size; meta excluded."""
+        """Stable content hash (16 hex chars) over bits, ranks, quantizers, group size and HQQ axis;
+        meta excluded."""
         canon = json.dumps(self.to_dict(with_meta=False), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
@@ -151,6 +240,12 @@ class Plan:
     @property
     def n_blocks(self) -> int:
         return len(self.bits)
+
+    @property
+    def quantizer_label(self) -> str:
+        """The quantizers the plan uses, e.g. ``nf4`` or ``hqq+int8`` (dense blocks left out unless alone)."""
+        used = [q for q in QUANTIZERS if q in self.quantizers and q != "none"]
+        return "+".join(used) or "none"
 
     def average_bits(self, block_weights: Sequence[int] | None = None) -> float:
         """Mean bit-width, weighted by block parameter counts when given."""
@@ -173,8 +268,10 @@ class Plan:
 
     def replace(self, **changes) -> Plan:
         d = self.to_dict() | changes
-        return Plan(tuple(d["bits"]), tuple(d["ranks"]), d["backend"], d["group_size"], d["granularity"],
-                    d.get("meta", {}))
+        if "bits" in changes and "quantizers" not in changes:  # new bits: the default map's quantizers
+            d["quantizers"] = None
+        return Plan(tuple(d["bits"]), tuple(d["ranks"]), None if d["quantizers"] is None else tuple(d["quantizers"]),
+                    d["group_size"], d["hqq_axis"], d["granularity"], d.get("meta", {}))
 
     # -- PEFT export ------------------------------------------------------------------
     def rank_pattern(self) -> dict[str, int]:
@@ -188,6 +285,10 @@ class Plan:
     def module_bits(self) -> dict[str, int]:
         """Module path -> bit-width for every projection."""
         return {projection_module(b, p): q for b, q in enumerate(self.bits) for p in PROJECTIONS}
+
+    def module_quantizers(self) -> dict[str, str]:
+        """Module path -> quantizer for every projection."""
+        return {projection_module(b, p): q for b, q in enumerate(self.quantizers) for p in PROJECTIONS}
 
     def module_ranks(self) -> dict[str, int]:
         """Module path -> LoRA rank for every projection."""

@@ -26,7 +26,7 @@ import torch
 from autoqra.data import collate, format_prompt, load_split, tokenize_example
 from autoqra.errors import DatasetError
 from autoqra.io import atomic_write_tsv
-from autoqra.plan import DEFAULT_BITS_LADDER, Plan
+from autoqra.plan import DEFAULT_BITS_LADDER, DEFAULT_HQQ_AXIS, Plan
 from autoqra.quant.build import BaseModel, build, quantize_base
 from autoqra.quant.cache import QuantCache
 
@@ -168,8 +168,8 @@ def _mean_jsd(model: Any, block: int | None, calib: torch.Tensor, bs: int, devic
 
 
 @torch.no_grad()
-def fidelity_sensitivity(base: BaseModel, cache: QuantCache, settings: SensitivitySettings, backend: str,
-                         group_size: int, calib: torch.Tensor | None = None,
+def fidelity_sensitivity(base: BaseModel, cache: QuantCache, settings: SensitivitySettings, quantizer: str,
+                         group_size: int, calib: torch.Tensor | None = None, hqq_axis: int = DEFAULT_HQQ_AXIS,
                          records: list[dict] | None = None) -> np.ndarray:
     """Raw ``I_q``: mean per-token JSD between the 16-bit base and the base with block ℓ alone at low bits.
 
@@ -177,14 +177,14 @@ def fidelity_sensitivity(base: BaseModel, cache: QuantCache, settings: Sensitivi
     (about half the compute); this shortcut is checked once against a full forward and dropped if
     it does not reproduce the base (e.g. per-layer attention types it would misalign).
     """
-    if backend == "none":  # a 16-bit-only search has no quantizer to probe with
-        raise ValueError("sensitivity: backend 'none' does not quantize; use 'hqq' or 'bnb' for I_q")
+    if quantizer == "none":  # a 16-bit-only search has no quantizer to probe with
+        raise ValueError("sensitivity: quantizer 'none' does not quantize; the lowest rung needs hqq, nf4 or int8")
     low = settings.resolved_low_bits
     if calib is None:
         calib = calibration_ids(base.tokenizer, settings, records)
     bs, n, dev = settings.calib_batch_size, base.n_blocks, base.device
     ref, hidden = _reference(base.model, calib, bs, dev)  # computed once, reused for every block
-    same = quantize_base(base, Plan.uniform(n, 16, 1, backend, group_size), cache)  # all-16-bit copy
+    same = quantize_base(base, Plan.uniform(n, 16, 1, "none", group_size), cache)  # all-16-bit copy
     uniform_layers = len(set(getattr(base.model.config, "layer_types", None) or ["one"])) == 1
     shortcut = uniform_layers and _mean_jsd(same, n // 2, calib, bs, dev, ref, hidden, n_batches=1) < 1e-7
     del same
@@ -193,7 +193,8 @@ def fidelity_sensitivity(base: BaseModel, cache: QuantCache, settings: Sensitivi
     iq = np.zeros(n)
     for block in range(n):
         bits = tuple(low if b == block else 16 for b in range(n))
-        model = quantize_base(base, Plan(bits, (1,) * n, backend=backend, group_size=group_size), cache)
+        quantizers = tuple(quantizer if b == block else "none" for b in range(n))
+        model = quantize_base(base, Plan(bits, (1,) * n, quantizers, group_size, hqq_axis), cache)
         iq[block] = _mean_jsd(model, block if shortcut else None, calib, bs, dev, ref, hidden)
         del model  # one block's quantized copy alive at a time
         log.info("I_q block %d/%d: %.5f", block + 1, n, iq[block])
@@ -241,7 +242,7 @@ def plasticity(base: BaseModel, cache: QuantCache, tokenizer: Any, records: list
     """
     n = base.n_blocks
     cache_dir = cache.cache_dir
-    built = build(base.model_dir, Plan.uniform(n, 16, settings.r_max, backend="none"), cache_dir=cache_dir,
+    built = build(base.model_dir, Plan.uniform(n, 16, settings.r_max, "none"), cache_dir=cache_dir,
                   base=base, seed=settings.seed, lora_dropout=0.0, alpha_per_rank=settings.alpha_per_rank)
     model = built.model
     model.eval()  # no dropout anywhere: the probe is deterministic
@@ -317,8 +318,8 @@ def correlations(iq: Any, ir: Any, k: int | None = None) -> dict[str, Any]:
 
 # -- the stage -------------------------------------------------------------------------
 def run_sensitivity(model_dir: str | os.PathLike, data_dir: str | os.PathLike, cache_dir: str | os.PathLike,
-                    settings: SensitivitySettings, backend: str, group_size: int,
-                    device: str | None = None) -> tuple[list[dict], dict]:
+                    settings: SensitivitySettings, quantizer: str, group_size: int,
+                    device: str | None = None, hqq_axis: int = DEFAULT_HQQ_AXIS) -> tuple[list[dict], dict]:
     """Both priors for every block: ``(rows, summary)`` with correlations, timings and settings."""
     timings: dict[str, float] = {}
 
@@ -334,15 +335,16 @@ def run_sensitivity(model_dir: str | os.PathLike, data_dir: str | os.PathLike, c
     cache = QuantCache(cache_dir, base.base_id)
     records = timed("load", load_split, data_dir, "train")
     calib = timed("calibration", calibration_ids, base.tokenizer, settings, records)
-    iq = timed("fidelity", fidelity_sensitivity, base, cache, settings, backend, group_size, calib=calib)
+    iq = timed("fidelity", fidelity_sensitivity, base, cache, settings, quantizer, group_size, calib=calib,
+               hqq_axis=hqq_axis)
     ir = timed("plasticity", plasticity, base, cache, base.tokenizer, records, settings)
     iq_n, ir_n = normalise(iq), normalise(ir)
     rows = [{"block": b, "iq_raw": float(iq[b]), "iq_norm": float(iq_n[b]), "ir_raw": float(ir[b]),
              "ir_norm": float(ir_n[b]), "combined": float((iq_n[b] + ir_n[b]) / 2)} for b in range(base.n_blocks)]
     timings["total"] = time.perf_counter() - t0
     summary = {"correlations": correlations(iq, ir), "timings": {k: round(v, 3) for k, v in timings.items()},
-               "settings": {**asdict(settings), "low_bits": settings.resolved_low_bits, "backend": backend,
-                            "group_size": group_size},
+               "settings": {**asdict(settings), "low_bits": settings.resolved_low_bits, "quantizer": quantizer,
+                            "group_size": group_size, "hqq_axis": hqq_axis},
                "n_calib_tokens": int(calib.numel()), "n_calib_sequences": int(calib.shape[0]),
                "base_id": base.base_id, "device": base.device,
                "quant_cache": {"hits": cache.hits, "misses": cache.misses}}
@@ -353,8 +355,8 @@ SENSITIVITY_FORMAT = 1  # bump when the stored result changes meaning
 
 
 def cached_run_sensitivity(model_dir: str | os.PathLike, data_dir: str | os.PathLike, cache_dir: str | os.PathLike,
-                           settings: SensitivitySettings, backend: str, group_size: int,
-                           device: str | None = None) -> tuple[list[dict], dict]:
+                           settings: SensitivitySettings, quantizer: str, group_size: int,
+                           device: str | None = None, hqq_axis: int = DEFAULT_HQQ_AXIS) -> tuple[list[dict], dict]:
     """:func:`run_sensitivity` with its result kept under ``{cache_dir}/sensitivity/``, keyed by the
     base model's weight hashes, the training split, the calibration text and every setting, so
     that any workflow sharing ``cache_dir`` (a shared filesystem on a cluster) computes Stage 0
@@ -367,7 +369,8 @@ def cached_run_sensitivity(model_dir: str | os.PathLike, data_dir: str | os.Path
     from autoqra.quant.cache import base_sha
 
     calib = settings.calib_source
-    key = {"format": SENSITIVITY_FORMAT, "settings": asdict(settings), "backend": backend, "group_size": group_size,
+    key = {"format": SENSITIVITY_FORMAT, "settings": asdict(settings), "quantizer": quantizer,
+           "group_size": group_size, "hqq_axis": hqq_axis,
            "data": data_sha(data_dir, ("train",)),
            "calib": None if calib == "data" else hashlib.sha256(Path(calib).read_bytes()).hexdigest()}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:16]
@@ -379,7 +382,7 @@ def cached_run_sensitivity(model_dir: str | os.PathLike, data_dir: str | os.Path
             return stored["rows"], {**stored["summary"], "cached": True}
     except (OSError, json.JSONDecodeError, AttributeError):
         pass  # absent or unreadable: compute it
-    rows, summary = run_sensitivity(model_dir, data_dir, cache_dir, settings, backend, group_size, device)
+    rows, summary = run_sensitivity(model_dir, data_dir, cache_dir, settings, quantizer, group_size, device, hqq_axis)
     atomic_write_json(path, {"key": key, "rows": rows, "summary": summary})
     return rows, {**summary, "cached": False}
 

@@ -1,16 +1,26 @@
 """The LoRA fine-tuning loop for one fidelity (a fixed step count, or a data fraction × epochs).
 
 Only adapter parameters train (AdamW); the quantized base is frozen. The learning rate warms up
-linearly for ``warmup_steps`` and then stays constant (``lr_schedule="constant"``, the default: short
-low-fidelity runs would otherwise spend most of their steps at a tiny cosine tail) or follows a
-cosine to zero (``"cosine"``). The loss is the token-level mean over response tokens of an
+linearly for ``warmup_steps`` (or ``warmup_ratio`` of the steps) and then stays constant
+(``lr_schedule="constant"``, the default: short low-fidelity runs would otherwise spend most of their
+steps at a tiny tail), decays linearly to zero (``"linear"``, HF Trainer's default and the authors'
+release) or follows a cosine to zero (``"cosine"``). The loss is the token-level mean over response tokens of an
 optimizer step (micro-batches weighted by their supervised tokens, so ``grad_accum`` does not change
 it). A run is deterministic for a seed: a seeded ``torch.Generator`` picks the data subset and
 order, ``torch.manual_seed(seed)`` drives dropout. CPU computes in float32, CUDA under bf16 autocast.
+
+Divergence: a bias-corrected EMA of the step loss (β = 0.9, about a 10-step window) is compared with
+its own running minimum; the run has diverged when the smoothed loss exceeds ``divergence_factor``
+× that minimum (single noisy batches move the EMA by a tenth of their excess only).
+
+Peak memory: on CUDA ``max_memory_allocated``; on CPU the tensors the run holds (weights,
+quantization metadata, adapters, gradients, optimizer state) plus the largest set of activations
+autograd saved in one forward pass (counted with saved-tensor hooks, distinct storages once).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -20,10 +30,13 @@ from typing import Any
 import torch
 
 from autoqra.data import IGNORE_INDEX, collate, tokenize_example
+from autoqra.schedule import DivergenceGuard, lr_factor
+from autoqra.train_memory import SavedActivations, held_tensor_bytes, storage_ptrs
+
+__all__ = ["Fidelity", "TrainResult", "TrainSettings", "TrainingFailed", "held_tensor_bytes", "train_lora"]
 
 INJECTABLE_FAILURES = (None, "nan", "oom", "diverge")  # fault injection, to test the failure paths
-LR_SCHEDULES = ("constant", "cosine")
-DIVERGENCE_WINDOW = 5  # optimizer steps whose mean loss is the divergence reference
+LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
 class TrainingFailed(RuntimeError):
@@ -44,6 +57,7 @@ class TrainSettings:
     max_seq_len: int = 256
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    warmup_ratio: float | None = None  # fraction of the run's steps; replaces warmup_steps when set
     lr_schedule: str = "constant"
     max_grad_norm: float = 1.0
     grad_checkpointing: bool = False
@@ -57,6 +71,10 @@ class TrainSettings:
                 raise ValueError(f"train.{name} is too small: {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"train.lr must be > 0, got {self.lr}")
+        if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.warmup_ratio is not None and self.warmup_steps:
+            raise ValueError("train: give warmup_steps or warmup_ratio, not both")
         for name, allowed in (("lr_schedule", LR_SCHEDULES), ("inject_failure", INJECTABLE_FAILURES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"train.{name}: {getattr(self, name)!r} unknown; expected one of {allowed}")
@@ -65,7 +83,15 @@ class TrainSettings:
         """Settings that change a run's result (progress display excluded), for cache keys."""
         d = asdict(self)
         d.pop("progress")
+        if d["warmup_ratio"] is None:  # unset: keys stay as they were before the setting existed
+            d.pop("warmup_ratio")
         return d
+
+    def warmup(self, total_steps: int) -> int:
+        """Warm-up steps of a run of ``total_steps``."""
+        if self.warmup_ratio is not None:
+            return math.ceil(self.warmup_ratio * total_steps)
+        return self.warmup_steps
 
 
 @dataclass(frozen=True)
@@ -148,44 +174,6 @@ def model_device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
-def held_tensor_bytes(model: Any, optimizer: torch.optim.Optimizer | None = None) -> int:
-    """Bytes of every tensor the model holds (parameters, buffers, grads, HQQ/bnb quantization
-    metadata that lives outside ``parameters()``) plus optimizer state; shared storage counted once."""
-    seen: set[int] = set()
-    total = 0
-
-    def add(t: Any) -> None:
-        nonlocal total
-        if not isinstance(t, torch.Tensor) or t.device.type == "meta":
-            return
-        storage = t.untyped_storage()
-        if storage.data_ptr() in seen:
-            return
-        seen.add(storage.data_ptr())
-        total += storage.nbytes()
-
-    for p in model.parameters():
-        add(p)
-        add(p.grad)
-        qs = getattr(p, "quant_state", None)  # bnb Params4bit keeps absmax/code here
-        if qs is not None:
-            for t in (qs.absmax, qs.code, getattr(qs.state2, "absmax", None), getattr(qs.state2, "code", None)):
-                add(t)
-        add(getattr(p, "SCB", None))  # bnb int8 row scales
-    for b in model.buffers():
-        add(b)
-    for m in model.modules():
-        meta = getattr(m, "meta", None)  # HQQLinear keeps scale/zero in a plain dict
-        if isinstance(meta, dict):
-            for v in meta.values():
-                add(v)
-    if optimizer is not None:
-        for state in optimizer.state.values():
-            for v in state.values():
-                add(v)
-    return total
-
-
 def _batch_indices(gen: torch.Generator, pool: torch.Tensor, n_batches: int, batch_size: int) -> list[list[int]]:
     """``n_batches`` full batches from a stream of reshuffled passes over ``pool`` (an epoch = one pass)."""
     need = n_batches * batch_size
@@ -195,26 +183,22 @@ def _batch_indices(gen: torch.Generator, pool: torch.Tensor, n_batches: int, bat
     return [stream[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
 
 
-def _lr_lambda(settings: TrainSettings, total: int):
-    def f(step: int) -> float:  # step = optimizer steps done so far
-        if step < settings.warmup_steps:
-            return (step + 1) / (settings.warmup_steps + 1)
-        if settings.lr_schedule == "cosine":
-            span = max(1, total - settings.warmup_steps)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - settings.warmup_steps) / span)))
-        return 1.0
-    return f
+def logit_positions(labels: torch.Tensor) -> int:
+    """Positions whose logits the loss needs: from the first one that predicts a response token.
+    Prompts are most of every sequence, and the vocabulary projection (+ its float32 copy) is the
+    costliest layer."""
+    needed = (labels[:, 1:] != IGNORE_INDEX).any(dim=0)
+    first = int(needed.int().argmax()) if bool(needed.any()) else 0
+    return labels.shape[1] - first
 
 
 def response_loss_sum(model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed next-token cross-entropy over supervised tokens, per-sequence sums) in float32."""
     labels = batch["labels"]
-    # Logits only from the first position that predicts a response token: prompts are most of
-    # every sequence, and the vocabulary projection (+ its float32 copy) is the costliest layer.
-    needed = (labels[:, 1:] != IGNORE_INDEX).any(dim=0)
-    first = int(needed.int().argmax()) if bool(needed.any()) else 0
+    keep = logit_positions(labels)
+    first = labels.shape[1] - keep
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
-                   logits_to_keep=labels.shape[1] - first).logits
+                   logits_to_keep=keep).logits
     ce = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels[:, first + 1:],
                                            ignore_index=IGNORE_INDEX, reduction="none")
     per_seq = ce.sum(dim=1)
@@ -245,7 +229,8 @@ def train_lora(model: Any, tokenizer: Any, records: Sequence[Mapping[str, Any]],
     torch.manual_seed(seed)
 
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(settings, steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(settings, steps))
+    saved = None if on_cuda else SavedActivations(storage_ptrs(model))
     was_training = model.training
     model.train()
     if settings.grad_checkpointing:
@@ -255,7 +240,10 @@ def train_lora(model: Any, tokenizer: Any, records: Sequence[Mapping[str, Any]],
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     history: list[float] = []
+    lrs: list[float] = []
+    guard = DivergenceGuard(settings.divergence_factor)
     tokens = 0
+    widest = {"batch_size": 0, "seq_len": 0, "logit_len": 0}  # the largest micro-batch's shape
     bar = tqdm(total=steps, desc=f"train {fidelity.name}", unit="step", disable=not settings.progress, leave=False)
     t0 = time.perf_counter()
     try:
@@ -267,10 +255,16 @@ def train_lora(model: Any, tokenizer: Any, records: Sequence[Mapping[str, Any]],
             for batch in batches:
                 batch = {k: v.to(device) for k, v in batch.items()}
                 tokens += int(batch["attention_mask"].sum())
+                shape = {"batch_size": batch["labels"].shape[0], "seq_len": batch["labels"].shape[1],
+                         "logit_len": logit_positions(batch["labels"])}
+                widest = max(widest, shape, key=lambda d: (d["batch_size"] * d["seq_len"], d["logit_len"]))
                 if settings.inject_failure == "oom" and step == 1:
                     raise torch.OutOfMemoryError("injected out-of-memory (inject_failure='oom')")
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda), \
+                        (saved.hooks() if saved else contextlib.nullcontext()):
                     loss_sum, _ = response_loss_sum(model, batch)
+                if saved:
+                    saved.forward_done()
                 loss = loss_sum / max(1, n_sup)
                 if settings.inject_failure == "nan" and step == 1:
                     loss = loss * float("nan")
@@ -281,13 +275,16 @@ def train_lora(model: Any, tokenizer: Any, records: Sequence[Mapping[str, Any]],
                 step_loss += value
             if settings.max_grad_norm and settings.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            lrs.append(sched.get_last_lr()[0])
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=False)  # keep grads allocated so the memory count includes them
-            if settings.inject_failure == "diverge" and step > DIVERGENCE_WINDOW:
-                step_loss *= 100.0  # the recorded loss explodes once the reference window is full
+            if settings.inject_failure == "diverge" and step > 1:
+                step_loss *= 100.0  # the recorded loss explodes after the first step
             history.append(step_loss)
-            _check_divergence(history, settings.divergence_factor, step)
+            reason = guard.update(step_loss)
+            if reason:
+                raise TrainingFailed(f"{reason} at step {step}")
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}")
         if on_cuda:
@@ -305,18 +302,13 @@ def train_lora(model: Any, tokenizer: Any, records: Sequence[Mapping[str, Any]],
             model.disable_input_require_grads()
         model.train(was_training)
     seconds = time.perf_counter() - t0
-    peak = torch.cuda.max_memory_allocated(device) if on_cuda else held_tensor_bytes(model, opt)
+    held = held_tensor_bytes(model, opt)
+    peak = torch.cuda.max_memory_allocated(device) if on_cuda else held + saved.peak
     tail = history[-max(1, math.ceil(0.1 * len(history))):]
     return TrainResult(steps=steps, train_seconds=seconds, tokens=tokens, tokens_per_s=tokens / max(seconds, 1e-9),
                        loss_history=history, final_loss=sum(tail) / len(tail), peak_memory_bytes=int(peak),
                        device=str(device), trainable_params=n_trainable, n_examples=n_pool,
-                       extra={"lr_final": sched.get_last_lr()[0]})
-
-
-def _check_divergence(history: list[float], factor: float | None, step: int) -> None:
-    """Diverged once a step's loss exceeds ``factor`` × the mean of the first steps."""
-    if not factor or len(history) <= DIVERGENCE_WINDOW:
-        return
-    ref = sum(history[:DIVERGENCE_WINDOW]) / DIVERGENCE_WINDOW
-    if history[-1] > factor * ref:
-        raise TrainingFailed(f"diverged: loss {history[-1]:.4g} > {factor:g} × {ref:.4g} at step {step}")
+                       extra={"lr_final": sched.get_last_lr()[0], "lr_schedule": settings.lr_schedule,
+                              "warmup_steps": settings.warmup(steps), "lr_history": lrs,
+                              "held_tensor_bytes": held, "widest_batch": widest,
+                              "saved_activation_bytes": None if saved is None else saved.peak})

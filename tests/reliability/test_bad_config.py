@@ -19,7 +19,10 @@ CASES = [
     ("search_space.bits", [], r"'search_space.bits': \[\] should be non-empty"),
     ("search_space.ranks", [], r"'search_space.ranks': \[\] should be non-empty"),
     ("search_space.bits", [2, 5], r"'search_space.bits.1': 5 is not allowed; expected one of \[2, 3, 4, 8, 16\]"),
-    ("search_space.backend", "gptq", r"'search_space.backend': 'gptq' is not allowed; expected one of"),
+    ("search_space.backend", "hqq", r"'search_space': unknown key\(s\) \['backend'\]; 'backend' was replaced by a "
+                                    r"quantizer per bit-width: search_space.quantizers"),
+    ("search_space.quantizers", {2: "nf4"}, r"'search_space.quantizers.2': quantizer 'nf4' cannot store 2-bit weights"),
+    ("search_space.quantizers.8", "gptq", r"'search_space.quantizers.8': 'gptq' is not allowed; expected one of"),
     ("budget", {"type": "bytes", "value": 10}, r"'budget': 10 bytes in total.*below the smallest possible plan"),
     ("budget", {"type": "uniform", "bits": 2, "rank": 1}, r"'budget'.*below the smallest possible plan"),
     ("budget", {"type": "gb"}, r"'budget.value': required when budget.type is 'gb'"),
@@ -38,7 +41,8 @@ CASES = [
     ("fidelities.lf", {}, r"'fidelities.lf': give either 'steps' or both 'data_fraction' and 'epochs'"),
     ("fidelities.hf.steps", 0, r"'fidelities.hf.steps': 0 is less than the minimum of 1"),
     ("methods.autoqra.variant", "nope", r"'methods.autoqra.variant': 'nope' is not a search variant"),
-    ("methods.qlora_nf4.bits", 3, r"'methods.qlora_nf4.bits': backend 'bnb' supports 4 \(NF4\) and 8"),
+    ("methods.qlora_nf4.bits", 3, r"'methods.qlora_nf4.quantizer': quantizer 'nf4' cannot store 3-bit weights "
+                                  r"\(it stores 4 bits\); methods.qlora_nf4.bits is 3"),
     ("methods.sequential.rank", DELETE, r"'methods.sequential': plan 'sequential' needs \['rank'\]"),
     ("lm_eval.tasks", ["arc_easy"], r"'lm_eval.tasks': \['arc_easy'\] are not offline tasks"),
     ("finetune", {"steps": 3, "epochs": 1}, r"'finetune': give either 'steps' or 'data_fraction' and 'epochs'"),

@@ -14,11 +14,13 @@ from autoqra.plan import Plan
 
 pytestmark = pytest.mark.reliability
 
-OK = {"bits": [4, 4, 4, 4], "ranks": [8, 8, 8, 8], "backend": "hqq", "group_size": 32}
+OK = {"bits": [4, 4, 4, 4], "ranks": [8, 8, 8, 8], "quantizers": ["hqq", "nf4", "hqq", "nf4"], "group_size": 32,
+      "hqq_axis": 0}
+OLD = {"bits": [4, 4, 4, 4], "ranks": [8, 8, 8, 8], "backend": "hqq", "group_size": 32}  # before per-block quantizers
 
 BAD_PLANS = [
-    ({**OK, "bits": [4, 4, 4], "ranks": [8, 8, 8]}, "plan has 3 blocks, the model has 4"),
-    ({**OK, "bits": [4, 4, 4, 4, 4], "ranks": [8] * 5}, "plan has 5 blocks, the model has 4"),
+    ({**OK, "bits": [4, 4, 4], "ranks": [8, 8, 8], "quantizers": ["nf4"] * 3}, "plan has 3 blocks, the model has 4"),
+    ({**OK, "bits": [4, 4, 4, 4, 4], "ranks": [8] * 5, "quantizers": ["hqq"] * 5}, "plan has 5 blocks, the model has 4"),
     ({**OK, "bits": [4, 4, 5, 4]}, r"plan bits \[5\] not allowed; expected values in \[2, 3, 4, 8, 16\]"),
     ({**OK, "bits": [4, 1, 4, 32]}, r"plan bits \[1, 32\] not allowed"),
     ({**OK, "ranks": [8, 8, 0, 8]}, "plan ranks must be positive integers"),
@@ -27,9 +29,18 @@ BAD_PLANS = [
     ({**OK, "bits": ["4", 4, 4, 4]}, "'bits' must be a list of integers"),
     ({**OK, "bits": [True, 4, 4, 4]}, "'bits' must be a list of integers"),
     ({**OK, "ranks": [8.5, 8, 8, 8]}, "'ranks' must be a list of integers"),
-    ({**OK, "backend": "gptq"}, r"plan backend 'gptq' unknown; expected one of \['hqq', 'bnb', 'none'\]"),
-    ({**OK, "backend": "bnb", "bits": [2, 4, 4, 4]}, r"backend 'bnb' supports bits 4 \(NF4\), 8 \(int8\), 16"),
-    ({**OK, "group_size": 0}, "plan group_size must be positive"),
+    ({**OK, "quantizers": ["hqq", "gptq", "hqq", "hqq"]}, r"plan block 1: quantizer 'gptq' unknown; expected one of "
+                                                          r"\['hqq', 'nf4', 'int8', 'none'\]"),
+    ({**OK, "bits": [2, 4, 4, 4], "quantizers": ["nf4"] * 4}, r"plan block 0: quantizer 'nf4' cannot store 2-bit "
+                                                             r"weights \(it stores 4 bits\)"),
+    ({**OK, "bits": [16, 4, 4, 4]}, r"plan block 0: quantizer 'hqq' cannot store 16-bit weights"),
+    ({**OK, "quantizers": ["hqq"] * 3}, "plan has 4 blocks but 3 quantizers; expected one per block"),
+    ({**OK, "quantizers": "hqq"}, "'quantizers' must be a list of quantizer names"),
+    ({**OK, "hqq_axis": 2}, "plan hqq_axis must be 0 or 1, got 2"),
+    ({**OLD, "backend": "gptq"}, r"plan backend 'gptq' unknown; expected one of \['hqq', 'bnb', 'none'\]"),
+    ({**OLD, "backend": "bnb", "bits": [2, 4, 4, 4]}, r"backend 'bnb' cannot store bits \[2\]; it stores \[4, 8, 16\]"),
+    ({**OLD, "quantizers": ["hqq"] * 4}, "give 'quantizers' .* or the old 'backend', not both"),
+    ({**OK, "group_size": 0}, "plan group_size must be a positive integer"),
     ({**OK, "granularity": "layer"}, "plan granularity 'layer' unsupported; expected 'block'"),
     ({**OK, "extra": 1}, r"unknown key\(s\) \['extra'\]"),
     ([4, 4, 4, 4], "expected a JSON object with 'bits' and 'ranks'"),

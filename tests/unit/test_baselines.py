@@ -21,9 +21,38 @@ SPACE = SearchSpace.from_memory_model(MM, (2, 3, 4, 8), (4, 8, 16), BUDGET)
 
 def test_uniform_plan_16_bit_is_plain_lora():
     p = uniform_plan(30, 16, 8, "hqq", 64)
-    assert p.backend == "none" and set(p.bits) == {16} and set(p.ranks) == {8}
-    q = uniform_plan(30, 4, 8, "bnb", 64)
-    assert q.backend == "bnb" and set(q.bits) == {4}
+    assert set(p.quantizers) == {"none"} and set(p.bits) == {16} and set(p.ranks) == {8}
+    q = uniform_plan(30, 4, 8, "nf4", 64)
+    assert set(q.quantizers) == {"nf4"} and set(q.bits) == {4}
+
+
+def test_uniform_qlora_nf4_is_in_autoqras_space_under_the_default_map(tmp_path):
+    """The default config's quantizer map puts the QLoRA baseline inside the search space, at the budget."""
+    import yaml
+
+    from autoqra.config import REPO_ROOT, validate_schema
+    from autoqra.io import atomic_write_json
+    from autoqra.memory import budget_report
+    from autoqra.pipeline.common import search_space
+    from autoqra.pipeline.methods import method_plan
+
+    cfg = validate_schema(yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text()))
+    space_cfg, spec = cfg["search_space"], cfg["methods"]["qlora_nf4"]
+    assert spec["quantizer"] == "nf4" and spec["bits"] == 4
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(json.dumps(SMOL))
+    info, _ = budget_report(ModelShape.from_config(SMOL), space_cfg, cfg["budget"])
+    atomic_write_json(tmp_path / "budget.json", info)
+    space = search_space(tmp_path / "m", space_cfg, tmp_path / "budget.json")
+    plan = method_plan(spec, tmp_path / "m", space_cfg, tmp_path / "budget.json", None, None,
+                       tmp_path / "qlora.json", method="qlora_nf4")
+    assert set(plan.quantizers) == {"nf4"} and plan.meta["in_search_space"] and plan.meta["within_budget"]
+    g = space.from_plan(plan)
+    assert (g == space.uniform(4, spec["rank"])).all() and space.feasible(g) and space.to_plan(g) == plan
+    # the HQQ 4-bit baseline is not a point of that space (its 4-bit rung is NF4)
+    hqq4 = method_plan(cfg["methods"]["hqq4"], tmp_path / "m", space_cfg, tmp_path / "budget.json", None, None,
+                       tmp_path / "hqq4.json", method="hqq4")
+    assert not hqq4.meta["in_search_space"] and not space.contains(hqq4)
 
 
 def test_sequential_fills_the_budget_by_fidelity_prior():
@@ -44,6 +73,28 @@ def test_sequential_fills_the_budget_by_fidelity_prior():
     # Equal priors: the allocation is as even as the budget allows (never two rungs apart).
     even = sequential_genome(SPACE, np.ones(30), 8)
     assert even[0].max() - even[0].min() <= 1
+
+
+def _damage(space, g, iq_raw):
+    """The sequential baseline's own damage model, Σ I_q(ℓ)·4^-(b_ℓ - b_min), in I_q's units (nats)."""
+    b = np.array([space.bits[i] for i in g[0]])
+    return float((iq_raw * 4.0 ** -(b - space.bits[0])).sum())
+
+
+def test_sequential_uses_raw_iq_in_its_damage_models_units():
+    """With a flat-bulk prior, min-max normalisation charges the least sensitive block nothing and
+    the allocation ends worse under the damage model than the one from the raw I_q."""
+    raw = np.full(30, 0.05)  # JSD in nats: a flat bulk ...
+    raw[[3, 14, 25]] = 0.2   # ... and three sensitive blocks
+    norm = (raw - raw.min()) / np.ptp(raw)  # the bulk becomes 0: "no damage at any width"
+    g_raw, g_norm = sequential_genome(SPACE, raw, 8), sequential_genome(SPACE, norm, 8)
+    assert SPACE.feasible(g_raw) and SPACE.feasible(g_norm)
+    d_raw, d_norm = _damage(SPACE, g_raw, raw), _damage(SPACE, g_norm, raw)
+    assert d_raw < 0.8 * d_norm, (d_raw, d_norm)
+    # the normalised prior spends the budget on 8-bit for the sensitive blocks and starves the bulk
+    assert g_norm[0, [3, 14, 25]].min() == 3 and g_norm[0].min() < g_raw[0].min()
+    with pytest.raises(ValueError, match="raw I_q values >= 0"):
+        sequential_genome(SPACE, raw - 1.0, 8)
 
 
 def test_sequential_reports_an_impossible_rank():
@@ -82,7 +133,7 @@ def test_random_select_picks_by_the_autoqra_utility(tmp_path):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text(json.dumps(SMOL))
     atomic_write_json(tmp_path / "budget.json", {"plan_bytes": BUDGET})
-    space_cfg = {"backend": "hqq", "group_size": 64, "bits": [2, 3, 4, 8], "ranks": [4, 8, 16]}
+    space_cfg = {"quantizers": {}, "hqq_axis": 0, "group_size": 64, "bits": [2, 3, 4, 8], "ranks": [4, 8, 16]}
     cands = methods.random_propose(tmp_path / "m", space_cfg, tmp_path / "budget.json", 6, 0, tmp_path / "hf.json")
     mems = [SPACE.memory(np.array(c)) for c in cands]
     # Score = memory (more bytes, better) except one plan that is best on score at the lowest memory.
@@ -111,20 +162,28 @@ def test_method_plan_writes_meta_for_each_kind(tmp_path):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text(json.dumps(SMOL))
     atomic_write_json(tmp_path / "budget.json", {"plan_bytes": BUDGET})
-    space_cfg = {"backend": "hqq", "group_size": 64, "bits": [2, 3, 4, 8], "ranks": [4, 8, 16]}
+    space_cfg = {"quantizers": {}, "hqq_axis": 0, "group_size": 64, "bits": [2, 3, 4, 8], "ranks": [4, 8, 16]}
     args = (tmp_path / "m", space_cfg, tmp_path / "budget.json")
-    p = method_plan({"plan": "uniform", "bits": 16, "rank": 8, "backend": None}, *args, None, None,
+    p = method_plan({"plan": "uniform", "bits": 16, "rank": 8, "quantizer": None}, *args, None, None,
                     tmp_path / "a.json", method="lora16")
-    assert p.backend == "none" and p.meta["within_budget"] is False and p.meta["method"] == "lora16"
-    p = method_plan({"plan": "uniform", "bits": 4, "rank": 8, "backend": None}, *args, None, None,
+    assert p.quantizers == ("none",) * 30 and p.meta["within_budget"] is False and p.meta["method"] == "lora16"
+    p = method_plan({"plan": "uniform", "bits": 4, "rank": 8, "quantizer": None}, *args, None, None,
                     tmp_path / "b.json", method="hqq4")
     assert p.meta["memory_bytes"] == pytest.approx(BUDGET) and p.meta["within_budget"]
-    rows = [{"block": i, "iq_raw": v, "iq_norm": v, "ir_raw": 0.5, "ir_norm": 0.5, "combined": v}
-            for i, v in enumerate(np.linspace(0, 1, 30))]
+    assert p.quantizers == ("hqq",) * 30 and p.meta["in_search_space"]
+    # raw I_q: a flat bulk with three sensitive blocks (normalisation zeroes the bulk)
+    raw = np.where(np.isin(np.arange(30), [3, 14, 29]), 0.2, 0.05)
+    norm = (raw - raw.min()) / (raw.max() - raw.min())
+    rows = [{"block": i, "iq_raw": r, "iq_norm": v, "ir_raw": 0.5, "ir_norm": 0.5, "combined": v}
+            for i, (r, v) in enumerate(zip(raw, norm, strict=True))]
     write_priors(rows, tmp_path / "priors.tsv")
     p = method_plan({"plan": "sequential", "rank": 8}, *args, tmp_path / "priors.tsv", None,
                     tmp_path / "c.json", method="sequential")
     assert p.meta["within_budget"] and p.bits[0] <= p.bits[-1] and set(p.ranks) == {8}
+    assert p.meta["in_search_space"]
+    # the step feeds the raw I_q (the normalised prior would give another allocation)
+    assert SPACE.from_plan(p).tolist() == sequential_genome(SPACE, raw, 8).tolist()
+    assert SPACE.from_plan(p).tolist() != sequential_genome(SPACE, norm, 8).tolist()
     with pytest.raises(ValueError, match="needs the plan its search wrote"):
         method_plan({"plan": "search", "variant": "autoqra"}, *args, None, None, tmp_path / "d.json", method="x")
     assert json.loads((tmp_path / "c.json").read_text())["meta"]["kind"] == "sequential"

@@ -25,6 +25,9 @@ def test_shipped_configs_are_valid_and_defaults_filled(monkeypatch):
     minimal = {"models": {"m": {"source": "micro"}}, "data": {"name": "d", "source": "synthetic"}}
     cfg = validate_config(minimal)
     assert cfg["seed"] == 0 and cfg["search_space"]["bits"] == [2, 3, 4, 8]
+    # the quantizer map is stored complete, with int keys
+    assert cfg["search_space"]["quantizers"] == {2: "hqq", 3: "hqq", 4: "nf4", 8: "int8", 16: "none"}
+    assert cfg["search_space"]["hqq_axis"] == 0
     assert cfg["models"]["m"]["id"] is None and cfg["data"]["max_seq_len"] == 256
     assert minimal == {"models": {"m": {"source": "micro"}}, "data": {"name": "d", "source": "synthetic"}}
 
@@ -38,7 +41,17 @@ def test_shipped_configs_are_valid_and_defaults_filled(monkeypatch):
     ("search_space", {"bits": []}, r"'search_space.bits'"),
     ("search_space", {"ranks": [8, 0]}, r"'search_space.ranks.1': 0 is less than the minimum of 1"),
     ("search_space", {"ranks": [4.5]}, r"'search_space.ranks.0': 4.5 is not of type 'integer'"),
-    ("search_space", {"backend": "gptq"}, r"'search_space.backend': 'gptq' is not allowed"),
+    ("search_space", {"backend": "hqq"}, r"'search_space': unknown key\(s\) \['backend'\]; 'backend' was replaced "
+                                         r"by a quantizer per bit-width: search_space.quantizers"),
+    ("search_space", {"quantizers": {4: "gptq"}}, r"'search_space.quantizers.4': 'gptq' is not allowed"),
+    ("search_space", {"quantizers": {3: "nf4"}}, r"'search_space.quantizers.3': quantizer 'nf4' cannot store 3-bit "
+                                                 r"weights \(it stores 4 bits\)"),
+    ("search_space", {"quantizers": {2: "int8"}}, r"'search_space.quantizers.2': quantizer 'int8' cannot store 2-bit"),
+    ("search_space", {"quantizers": {16: "hqq"}}, r"'search_space.quantizers.16': quantizer 'hqq' cannot store 16-bit"),
+    ("search_space", {"quantizers": {5: "hqq"}}, r"'search_space.quantizers': bit-width 5 not allowed"),
+    ("search_space", {"hqq_axis": 2}, r"'search_space.hqq_axis': 2 is not allowed; expected one of \[0, 1\]"),
+    ("search_space", {"group_size": 48}, r"'search_space.group_size': HQQ cannot store models.micro's projections "
+                                         r"with group size 48 and axis 0: .*not a multiple of group size 48"),
     ("models", {}, r"'models'"),
     ("data", {"name": "x"}, r"'data': 'source' is a required property"),
     ("budget", {"type": "gb", "value": 0.0001}, r"'budget'.*below the smallest possible plan"),
@@ -50,10 +63,16 @@ def test_shipped_configs_are_valid_and_defaults_filled(monkeypatch):
     ("models", {"m": {"source": "hf"}}, r"'models.m.source': 'hf' is not allowed"),
     ("models", {"m": {"source": "micro", "micro": {"hidden_size": 60, "num_attention_heads": 7}}},
      r"'models.m'.*divisible"),
-    ("search_space", {"backend": "bnb", "bits": [2, 4]}, r"'search_space.bits': backend 'bnb'"),
+    ("training", {"warmup_steps": 2, "warmup_ratio": 0.1}, r"'training': give warmup_steps or warmup_ratio, not both"),
+    ("finetune", {"lr_schedule": "step"}, r"'finetune.lr_schedule': 'step' is not allowed"),
     ("methods", {"x": {"plan": "search", "variant": "nope"}}, r"'methods.x.variant': 'nope' is not a search variant"),
     ("methods", {"x": {"plan": "uniform", "bits": 4}}, r"'methods.x': plan 'uniform' needs \['bits', 'rank'\]"),
-    ("methods", {"x": {"plan": "uniform", "backend": "bnb", "bits": 3, "rank": 8}}, r"'methods.x.bits': backend 'bnb'"),
+    ("methods", {"x": {"plan": "uniform", "quantizer": "nf4", "bits": 3, "rank": 8}},
+     r"'methods.x.quantizer': quantizer 'nf4' cannot store 3-bit weights \(it stores 4 bits\); methods.x.bits is 3"),
+    ("methods", {"x": {"plan": "uniform", "quantizer": "hqq", "bits": 16, "rank": 8}},
+     r"'methods.x.quantizer': quantizer 'hqq' cannot store 16-bit"),
+    ("methods", {"x": {"plan": "uniform", "backend": "bnb", "bits": 4, "rank": 8}},
+     r"'methods.x': unknown key\(s\) \['backend'\]; 'backend' was replaced"),
     ("methods", {"x": {"plan": "sequential", "rank": 32}}, r"'methods.x.rank': 32 is not on the rank ladder"),
     ("methods", {"x": {"plan": "magic"}}, r"'methods.x.plan': 'magic' is not allowed"),
     ("methods", {}, r"'methods'"),

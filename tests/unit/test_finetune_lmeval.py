@@ -22,7 +22,8 @@ from autoqra.train import Fidelity, TrainSettings  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = ROOT / "workflow" / "resources" / "lm_eval_tasks"
 MICRO = {"source": "micro", "id": None, "revision": None, "micro": None}
-PLAN = Plan((2, 4, 8, 3), (4, 8, 16, 8), backend="hqq", group_size=32)
+# mixed quantizers: HQQ at 2/3 bits, NF4 at 4, int8 at 8
+PLAN = Plan.mapped((2, 4, 8, 3), (4, 8, 16, 8), {2: "hqq", 3: "hqq", 4: "nf4", 8: "int8"}, group_size=32)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
@@ -34,7 +35,8 @@ def tuned(tmp_path_factory):
     prepare_model(MICRO, root / "m", seed=0)
     prepare_data({"source": "synthetic", "n_train": 64, "n_val": 16, "n_test": 12}, root / "data", seed=0)
     rec = finetune(root / "m", root / "data", PLAN, cache_dir=root / "cache", fidelity=Fidelity("final", steps=4),
-                   train=TrainSettings(lr=1e-2, batch_size=4, max_seq_len=96, progress=False), seed=3,
+                   train=TrainSettings(lr=1e-2, batch_size=4, max_seq_len=96, progress=False, lr_schedule="linear",
+                                       warmup_steps=1), seed=3,
                    out_dir=root / "run", method="mixed")
     return root, rec
 
@@ -46,13 +48,23 @@ def test_finetune_record_and_adapter(tuned):
     stored = json.loads((root / "run/train.json").read_text())
     assert stored["plan_hash"] == PLAN.hash and stored["steps"] == 4 and stored["seed"] == 3
     assert stored["avg_bits"] == pytest.approx(17 / 4) and stored["avg_rank"] == 9
+    assert stored["plan"]["quantizers"] == ["hqq", "nf4", "int8", "hqq"] and stored["quantizers"] == "hqq+nf4+int8"
     # Packed weights + metadata measured from the model agree with the memory model up to the LoRA
     # tensors, which train in float32 on CPU (4 bytes) where the model charges 16 bit.
     m = stored["memory_measured"]
     lora_params = stored["trainable_params"]
     assert m["lora"] == 4 * lora_params
-    assert m["weights"] + m["quant_meta"] + 2 * lora_params == pytest.approx(stored["memory_analytic_bytes"], rel=0.03)
+    assert m["weights"] + m["quant_meta"] + 2 * lora_params == pytest.approx(stored["memory_analytic_bytes"], rel=0.01)
     assert stored["manifest"]["stage"] == "finetune" and stored["peak_train_bytes"] > 0
+    # the training peak: measured (held tensors + saved activations) vs predicted, within 15 %
+    peak, pred = stored["peak_train_measured"], stored["peak_train_predicted"]
+    assert stored["peak_train_bytes"] == peak["held_tensors"] + peak["saved_activations"]
+    assert peak["saved_activations"] > 0 and pred["lora_grads"] == pred["lora"] == 4 * lora_params
+    assert pred["adamw_state"] == 8 * lora_params
+    assert stored["peak_train_predicted_bytes"] == pytest.approx(stored["peak_train_bytes"], rel=0.15)
+    # the learning-rate schedule: one warm-up step, then linear decay to zero
+    assert stored["lr_schedule"] == "linear" and stored["warmup_steps"] == 1
+    assert stored["lr_history"] == pytest.approx([5e-3, 1e-2, 1e-2 * 2 / 3, 1e-2 / 3])
 
 
 def test_load_rebuilds_the_trained_model(tuned):
@@ -60,7 +72,7 @@ def test_load_rebuilds_the_trained_model(tuned):
     built = autoqra.load(root / "m", PLAN, root / "run/adapter", cache_dir=root / "cache")
     lora_b = [p for n, p in built.model.named_parameters() if "lora_B" in n]
     assert lora_b and any(float(p.abs().sum()) > 0 for p in lora_b)  # trained, not the zero init
-    other = Plan((4, 4, 4, 4), (4, 8, 16, 8), backend="hqq", group_size=32)
+    other = Plan((4, 4, 4, 4), (4, 8, 16, 8), group_size=32)
     with pytest.raises(PlanError, match="was trained for plan"):
         autoqra.load(root / "m", other, root / "run/adapter", cache_dir=root / "cache")
 

@@ -5,7 +5,14 @@ import json
 import pytest
 
 from autoqra.errors import ConfigError, PlanError
-from autoqra.memory import MemoryModel, ModelShape, resolve_budget
+from autoqra.memory import (
+    MemoryModel,
+    ModelShape,
+    ProjectionShape,
+    hqq_layout_error,
+    resolve_budget,
+    weight_bytes,
+)
 from autoqra.plan import Ladders, Plan
 
 LLAMA3_8B = {  # meta-llama/Meta-Llama-3-8B config.json (relevant keys)
@@ -62,14 +69,34 @@ def test_qwen3_4b_shapes_head_dim_and_tied_embeddings():
     assert 36 * s.block_weight_params + sum(fixed.values()) == 4_022_468_096
 
 
-def test_qwen3_4b_mixed_plan_bytes():
-    mm = MemoryModel(ModelShape.from_config(QWEN3_4B), "hqq", 128)
+@pytest.mark.parametrize("axis,three_bit", [(1, 3.2), (0, 3.25)])
+def test_qwen3_4b_mixed_plan_bytes(axis, three_bit):
+    mm = MemoryModel(ModelShape.from_config(QWEN3_4B), "hqq", 128, hqq_axis=axis)
     bits = [2, 3, 4, 8] * 9
     ranks = [4, 8, 16] * 12
     W, L, G = 100_925_440, 57_344, 100_925_440 / 128 * 4
-    per_bits = {2: W * 2 / 8, 3: W * 3.2 / 8, 4: W * 4 / 8, 8: W * 8 / 8}  # 3-bit packs 10 per int32
+    # 3-bit packs ten values per int32 along HQQ's first axis: axis 1 has n/128 rows (a multiple of
+    # ten here: 3.2 bits), axis 0 has 128 rows, padded to 130 (3.25 bits)
+    per_bits = {2: W * 2 / 8, 3: W * three_bit / 8, 4: W * 4 / 8, 8: W * 8 / 8}
     expect = sum(per_bits[b] + G + L * r * 2 for b, r in zip(bits, ranks, strict=True))
-    assert mm.plan_bytes(Plan(tuple(bits), tuple(ranks))) == pytest.approx(expect, rel=1e-12)
+    plan = Plan(tuple(bits), tuple(ranks), hqq_axis=axis)
+    assert mm.plan_bytes(plan) == pytest.approx(expect, rel=1e-12)
+
+
+def test_hqq_packing_on_smollm2_shapes_and_layouts_hqq_cannot_store():
+    q = ProjectionShape("q_proj", 576, 576)  # 331,776 weights
+    # axis 0, group 64: 64 rows padded to 70 -> 7 int32 words per column of 5184: 3.5 bits + 0.5 metadata
+    w, m = weight_bytes(q, 3, "hqq", 64, 0)
+    assert (w, m) == (7 * 5184 * 4, 5184 * 4) and 8 * (w + m) / q.numel == 4.0
+    w, _ = weight_bytes(q, 3, "hqq", 64, 1)  # axis 1: 5184 rows padded to 5190
+    assert w == 519 * 64 * 4
+    assert weight_bytes(q, 2, "hqq", 64, 0) == (q.numel / 4, 5184 * 4)
+    assert hqq_layout_error(q, 4, 64, 0) is None
+    assert "not a multiple of group size 128" in hqq_layout_error(ProjectionShape("k", 576, 101), 4, 128, 0)
+    # axis 1 with 3 rows: HQQ's 4-bit packing (two rows per byte) would silently drop one
+    assert "packs 2 rows per byte" in hqq_layout_error(ProjectionShape("x", 96, 32), 4, 1024, 1)
+    with pytest.raises(PlanError, match="quantizer 'nf4' cannot store 3-bit"):
+        weight_bytes(q, 3, "nf4", 64)
 
 
 def test_16bit_blocks_carry_no_quant_metadata_and_qwen2_biases():
@@ -82,13 +109,30 @@ def test_16bit_blocks_carry_no_quant_metadata_and_qwen2_biases():
 
 def test_bnb_nf4_and_int8_bytes():
     s = ModelShape.from_config(LLAMA3_8B)
-    mm = MemoryModel(s, "bnb", 64)
+    mm = MemoryModel(s, "bnb", 64)  # an old backend name still reads as its map (nf4 at 4, int8 at 8)
     nf4 = mm.block_cost(4, 8)
+    assert nf4 == MemoryModel(s, {4: "nf4"}, 128).block_cost(4, 8) == mm.block_cost(4, 8, "nf4")
     assert nf4["weights"] == s.block_weight_params / 2
     # one 8-bit absmax per 64 weights + fp32 second-level constants: ~0.127 bits/weight
     assert 0.12 < nf4["quant_meta"] * 8 / s.block_weight_params < 0.135
+    q = ProjectionShape("q_proj", 4096, 4096)
+    assert weight_bytes(q, 4, "nf4", 128)[1] == 262_144 + 1024 * 4 + 4  # absmax, nested absmax, offset
     int8 = mm.block_cost(8, 8)
     assert int8["quant_meta"] == 4 * sum(p.out_features for p in s.projections())
+
+
+def test_a_quantizer_map_prices_each_rung_with_its_quantizer():
+    s = ModelShape.from_config(LLAMA3_8B)
+    mm = MemoryModel(s, {4: "nf4", 8: "int8"}, 128)
+    plan = Plan.mapped((2, 4, 8, 16) * 8, (8,) * 32, mm.quantizers)
+    hqq = MemoryModel(s, "hqq", 128)
+    want = 8 * sum(c["total"] for c in (hqq.block_cost(2, 8), mm.block_cost(4, 8, "nf4"),
+                                         mm.block_cost(8, 8, "int8"), hqq.block_cost(16, 8)))
+    assert mm.plan_bytes(plan) == want
+    assert hqq.plan_bytes(plan) == want  # a plan is priced by its own quantizers, whatever the map
+    assert mm.block_cost(4, 8)["total"] < hqq.block_cost(4, 8)["total"]  # NF4: 4.13 bits, HQQ g128: 4.25
+    budget = resolve_budget({"type": "uniform", "bits": 4, "rank": 8}, mm, Ladders((2, 3, 4, 8), (4, 8, 16)))
+    assert budget.plan_bytes == mm.plan_bytes(Plan.uniform(32, 4, 8, "nf4")) and "(nf4)" in budget.description
 
 
 def test_monotone_in_bits_and_rank():

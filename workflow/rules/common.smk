@@ -189,8 +189,11 @@ def get_random_shards(wildcards):
 def finetune_params():
     """Training settings of the final fine-tuning: the 'training' section overridden by 'finetune'."""
     ft = config["finetune"]
-    keys = ("lr", "batch_size", "grad_accum", "warmup_steps", "lr_schedule", "grad_checkpointing")
+    keys = ("lr", "batch_size", "grad_accum", "warmup_steps", "warmup_ratio", "lr_schedule", "grad_checkpointing")
     train = {**config["training"], **{k: ft[k] for k in keys if k in ft}}
+    if "warmup_ratio" in ft or "warmup_steps" in ft:  # finetune's warm-up replaces the training one
+        train["warmup_steps"] = ft.get("warmup_steps", 0)
+        train["warmup_ratio"] = ft.get("warmup_ratio")
     fid = {k: ft[k] for k in ("steps", "data_fraction", "epochs") if k in ft}
     return {"training": train, "fidelity": fid, "max_seq_len": config["data"]["max_seq_len"],
             "lora_dropout": config["search_space"]["lora_dropout"],

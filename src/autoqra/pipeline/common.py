@@ -11,13 +11,16 @@ import numpy as np
 
 from autoqra.io import read_json
 from autoqra.memory import MemoryModel, ModelShape
+from autoqra.plan import DEFAULT_HQQ_AXIS
 from autoqra.search.space import SearchSpace
 
 
 def search_space(model_dir: str | os.PathLike, space_cfg: Mapping[str, Any], budget_json: str | os.PathLike) -> SearchSpace:
-    """The model's search space with the budget resolved by rule memory_budget."""
+    """The model's search space (the config's quantizer map, group size and HQQ axis) with the budget
+    resolved by rule memory_budget."""
     shape = ModelShape.from_path(model_dir)
-    mm = MemoryModel(shape, space_cfg["backend"], space_cfg["group_size"])
+    mm = MemoryModel(shape, space_cfg.get("quantizers"), space_cfg["group_size"],
+                     space_cfg.get("hqq_axis", DEFAULT_HQQ_AXIS))
     budget = float(read_json(budget_json)["plan_bytes"])
     return SearchSpace.from_memory_model(mm, space_cfg["bits"], space_cfg["ranks"], budget)
 
@@ -48,6 +51,26 @@ def load_priors(priors_tsv: str | os.PathLike | None, n_blocks: int) -> tuple[np
     if len(iq) != n_blocks:
         raise ValueError(f"{priors_tsv}: priors for {len(iq)} blocks, the model has {n_blocks}")
     return iq, ir
+
+
+def load_raw_iq(priors_tsv: str | os.PathLike, n_blocks: int) -> np.ndarray:
+    """The raw ``I_q`` (JSD in nats, column ``iq_raw`` of priors.tsv) in block order."""
+    import csv
+
+    from autoqra.errors import DatasetError
+
+    path = Path(priors_tsv)
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+        by_block = {int(r["block"]): float(r["iq_raw"]) for r in rows}
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: priors file not found (run the sensitivity stage first)") from None
+    except (KeyError, TypeError, ValueError):
+        raise DatasetError(f"{path}: expected columns 'block' and 'iq_raw' with numbers") from None
+    if sorted(by_block) != list(range(n_blocks)) or not all(np.isfinite(v) and v >= 0 for v in by_block.values()):
+        raise DatasetError(f"{path}: expected one finite iq_raw >= 0 per block 0..{n_blocks - 1}")
+    return np.array([by_block[b] for b in range(n_blocks)])
 
 
 def make_evaluator(model_dir: str | os.PathLike, data_dir: str | os.PathLike, cache_dir: str | os.PathLike,

@@ -4,8 +4,9 @@
 A method is a config entry ``{plan: search|uniform|sequential|random, ...}``:
 - ``search``: the final plan of a search variant (``variant``); ``stage2: false`` takes the
   Stage-1 pick of that variant instead (the "no Stage 2" ablation shares the variant's Stage 1);
-- ``uniform``: ``bits``/``rank`` in every block (``backend`` defaults to the search space's);
-- ``sequential``: mixed bits from ``I_q`` under the budget, then uniform ``rank``;
+- ``uniform``: ``bits``/``rank`` in every block (``quantizer`` defaults to the search space's
+  quantizer for ``bits``, ``none`` at 16);
+- ``sequential``: mixed bits from the raw ``I_q`` under the budget, then uniform ``rank``;
 - ``random``: the best plan of the random search (same HF evaluation count as AutoQRA).
 
 Also the optuna baseline searcher (rule optuna_search, for the search-efficiency figure) and the
@@ -23,7 +24,7 @@ import numpy as np
 from autoqra.baselines import random_genomes, sequential_genome, uniform_plan
 from autoqra.io import atomic_write_json, read_json
 from autoqra.manifest import build_manifest
-from autoqra.pipeline.common import load_priors, search_space, trust_region_settings
+from autoqra.pipeline.common import load_priors, load_raw_iq, search_space, trust_region_settings
 from autoqra.plan import Plan
 from autoqra.search.trust_region import TrustRegionSearch
 
@@ -53,20 +54,22 @@ def method_plan(spec: Mapping[str, Any], model_dir: str | os.PathLike, space_cfg
             raise ValueError(f"method {method!r}: plan kind {kind!r} needs the plan its search wrote")
         plan = Plan.load(source_plan)
     elif kind == "uniform":
-        plan = uniform_plan(space.n_blocks, spec["bits"], spec["rank"], spec.get("backend") or space.backend,
-                            space.group_size)
+        quantizer = spec.get("quantizer") or space.quantizers[spec["bits"]]
+        plan = uniform_plan(space.n_blocks, spec["bits"], spec["rank"], quantizer, space.group_size, space.hqq_axis)
     elif kind == "sequential":
-        imp_q, _ = load_priors(priors_tsv, space.n_blocks)
-        plan = space.to_plan(sequential_genome(space, imp_q, spec["rank"]))
+        if priors_tsv is None:
+            raise ValueError(f"method {method!r}: plan kind 'sequential' needs the Stage-0 priors")
+        plan = space.to_plan(sequential_genome(space, load_raw_iq(priors_tsv, space.n_blocks), spec["rank"]))
     else:
         raise ValueError(f"method {method!r}: unknown plan kind {kind!r}")
     from autoqra.memory import MemoryModel, ModelShape
 
-    mm = MemoryModel(ModelShape.from_path(model_dir), plan.backend, plan.group_size)
+    mm = MemoryModel.for_plan(ModelShape.from_path(model_dir), plan)
     mem = mm.plan_bytes(plan)
     meta = {**dict(plan.meta), "method": method, "kind": kind, "memory_bytes": mem,
-            "budget_bytes": space.budget, "within_budget": mem <= space.budget * (1 + 1e-9)}
-    plan = Plan(plan.bits, plan.ranks, backend=plan.backend, group_size=plan.group_size, meta=meta)
+            "budget_bytes": space.budget, "within_budget": mem <= space.budget * (1 + 1e-9),
+            "in_search_space": space.contains(plan)}
+    plan = plan.replace(meta=meta)
     plan.save(out)
     return plan
 

@@ -27,8 +27,9 @@ from autoqra.lmeval import tidy_results
 from autoqra.manifest import build_manifest
 
 GB = 1e9
-RUN_COLUMNS = ["memory_gb_analytic", "memory_gb_measured", "fixed_gb", "peak_train_gb", "avg_bits", "avg_rank",
-               "trainable_params", "train_seconds", "tokens_per_s", "steps", "plan_hash", "within_budget"]
+RUN_COLUMNS = ["memory_gb_analytic", "memory_gb_measured", "fixed_gb", "peak_train_gb", "peak_train_predicted_gb",
+               "quantizers", "avg_bits", "avg_rank", "trainable_params", "train_seconds", "tokens_per_s", "steps",
+               "plan_hash", "within_budget"]
 
 
 def main_metric(metrics: Sequence[str]) -> str:
@@ -64,7 +65,9 @@ def run_rows(train_files: Sequence, lm_eval_files: Sequence, plan_files: Sequenc
         spec = methods.get(method, {})
         run = {"memory_gb_analytic": tr["memory_analytic_bytes"] / GB,
                "memory_gb_measured": tr["memory_measured_bytes"] / GB, "fixed_gb": tr["fixed_bytes"] / GB,
-               "peak_train_gb": tr["peak_train_bytes"] / GB, "avg_bits": tr["avg_bits"], "avg_rank": tr["avg_rank"],
+               "peak_train_gb": tr["peak_train_bytes"] / GB,
+               "peak_train_predicted_gb": (tr.get("peak_train_predicted_bytes") or float("nan")) / GB,
+               "quantizers": tr.get("quantizers"), "avg_bits": tr["avg_bits"], "avg_rank": tr["avg_rank"],
                "trainable_params": tr["trainable_params"], "train_seconds": tr["train_seconds"],
                "tokens_per_s": tr["tokens_per_s"], "steps": tr["steps"], "plan_hash": tr["plan_hash"],
                "within_budget": plan.get("meta", {}).get("within_budget")}
@@ -92,9 +95,9 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=[*keys, "n_seeds", "mean", "std"])
     g = df.groupby(keys, sort=False, dropna=False)
     out = g["value"].agg(n_seeds="count", mean="mean", std="std").reset_index()
-    firsts = g[["memory_gb_analytic", "memory_gb_measured", "avg_bits", "avg_rank", "trainable_params",
+    firsts = g[["memory_gb_analytic", "memory_gb_measured", "quantizers", "avg_bits", "avg_rank", "trainable_params",
                 "plan_hash", "within_budget"]].first().reset_index(drop=True)
-    means = g[["train_seconds", "tokens_per_s", "peak_train_gb"]].mean().reset_index(drop=True)
+    means = g[["train_seconds", "tokens_per_s", "peak_train_gb", "peak_train_predicted_gb"]].mean().reset_index(drop=True)
     return pd.concat([out, firsts, means], axis=1)
 
 

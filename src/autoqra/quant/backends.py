@@ -1,9 +1,10 @@
-"""Quantization backends. Each turns a dense weight into a dict of tensors (what the cache stores)
-and a dict of tensors back into a frozen layer that peft can wrap with LoRA.
+"""Quantizers. Each turns a dense weight into a dict of tensors (what the cache stores) and a dict
+of tensors back into a frozen layer that peft can wrap with LoRA.
 
-- ``hqq``: HQQ 2/3/4/8-bit, group-wise, fp16 scale and zero (what the memory model charges);
-- ``bnb``: bitsandbytes NF4 with double quantization (QLoRA) and LLM.int8;
-- ``none``: the dense layer is kept (16-bit plans).
+- ``hqq``: HQQ 2/3/4/8-bit, group-wise along ``axis``, fp16 scale and zero (what the memory model charges);
+- ``nf4``: bitsandbytes NF4 with double quantization (QLoRA), 4 bits;
+- ``int8``: bitsandbytes LLM.int8 (int8 weights, one fp32 scale per output row), 8 bits;
+- ``none``: the dense layer is kept (16-bit blocks).
 
 hqq and bitsandbytes are imported lazily so the package imports without them.
 """
@@ -17,16 +18,19 @@ import torch
 META_DTYPE = torch.float16  # HQQ scale/zero storage: the memory model charges 2 bytes each
 
 
-def hqq_quantize(weight: torch.Tensor, bits: int, group_size: int) -> dict[str, torch.Tensor]:
+def hqq_quantize(weight: torch.Tensor, bits: int, group_size: int, axis: int) -> dict[str, torch.Tensor]:
     """HQQ-quantize a (out, in) weight on its device; returns HQQLinear's safetensors-ready state."""
     from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
 
-    if weight.numel() % group_size:
-        raise ValueError(f"weight of shape {tuple(weight.shape)} is not divisible into groups of {group_size}")
+    from autoqra.memory import ProjectionShape, hqq_layout_error
+
+    err = hqq_layout_error(ProjectionShape("weight", weight.shape[1], weight.shape[0]), bits, group_size, axis)
+    if err:
+        raise ValueError(err)
     lin = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False, device=weight.device)
     with torch.no_grad():
         lin.weight.copy_(weight.float())
-    layer = HQQLinear(lin, BaseQuantizeConfig(nbits=bits, group_size=group_size), del_orig=True,
+    layer = HQQLinear(lin, BaseQuantizeConfig(nbits=bits, group_size=group_size, axis=axis), del_orig=True,
                       compute_dtype=torch.float32, device=str(weight.device))
     for key in ("scale", "zero"):
         layer.meta[key] = layer.meta[key].to(META_DTYPE)
@@ -86,19 +90,41 @@ def bnb_layer(state: dict[str, torch.Tensor], bits: int, device: str, compute_dt
     return layer
 
 
-def quantize(weight: torch.Tensor, backend: str, bits: int, group_size: int) -> dict[str, torch.Tensor]:
-    if backend == "hqq":
-        return hqq_quantize(weight, bits, group_size)
-    if backend == "bnb":
+def quantize(weight: torch.Tensor, quantizer: str, bits: int, group_size: int, axis: int) -> dict[str, torch.Tensor]:
+    """The stored state of ``weight`` quantized by ``quantizer`` at ``bits``."""
+    from autoqra.plan import check_quantizer
+
+    check_quantizer(quantizer, bits, where="quantize")
+    if quantizer == "hqq":
+        return hqq_quantize(weight, bits, group_size, axis)
+    if quantizer in ("nf4", "int8"):
         return bnb_quantize(weight, bits)
-    raise ValueError(f"backend {backend!r} does not quantize")
+    raise ValueError(f"quantizer {quantizer!r} does not quantize")
 
 
-def make_layer(state: dict[str, torch.Tensor], backend: str, bits: int, device: str,
+def make_layer(state: dict[str, torch.Tensor], quantizer: str, bits: int, device: str,
                compute_dtype: torch.dtype) -> torch.nn.Module:
-    if backend == "hqq":
+    if quantizer == "hqq":
         return hqq_layer(state, device, compute_dtype)
     return bnb_layer(state, bits, device, compute_dtype)
+
+
+LAYER_QUANTIZERS = {"HQQLinear": "hqq", "Linear4bit": "nf4", "Linear8bitLt": "int8"}
+
+
+def layer_quantizer(layer: torch.nn.Module) -> str:
+    """The quantizer a layer's weights are stored with ("none" for dense layers)."""
+    name = type(layer).__name__
+    if name in LAYER_QUANTIZERS:
+        return LAYER_QUANTIZERS[name]
+    if isinstance(layer, torch.nn.Linear):
+        return "none"
+    raise TypeError(f"unexpected base layer type {name}")
+
+
+def layer_hqq_axis(layer: torch.nn.Module) -> int | None:
+    """The grouping axis of an HQQ layer (None for other layers)."""
+    return int(layer.meta["axis"]) if type(layer).__name__ == "HQQLinear" else None
 
 
 def layer_bits(layer: torch.nn.Module) -> int:
@@ -123,8 +149,9 @@ def stored_bytes(layer: torch.nn.Module) -> dict[str, Any]:
         m = sum(layer.meta[k].numel() * 2 for k in ("scale", "zero"))  # stored in 16 bit
         return {"weights": w, "quant_meta": m}
     if name == "Linear4bit":
-        qs = layer.weight.quant_state
-        meta = sum(t.numel() * t.element_size() for t in (qs.absmax, qs.state2.absmax) if t is not None)
+        qs = layer.weight.quant_state  # per-block constants; the 16- and 256-entry code tables are shared
+        meta = sum(t.numel() * t.element_size() for t in (qs.absmax, qs.state2.absmax, qs.offset)
+                   if isinstance(t, torch.Tensor))
         return {"weights": layer.weight.numel() * layer.weight.element_size(), "quant_meta": meta}
     if name == "Linear8bitLt":
         return {"weights": layer.weight.numel(), "quant_meta": layer.weight.SCB.numel() * 4}

@@ -18,7 +18,14 @@ import torch
 
 from autoqra.errors import PlanError
 from autoqra.plan import PROJECTIONS, Plan, projection_module
-from autoqra.quant.backends import layer_bits, make_layer, quantize, stored_bytes
+from autoqra.quant.backends import (
+    layer_bits,
+    layer_hqq_axis,
+    layer_quantizer,
+    make_layer,
+    quantize,
+    stored_bytes,
+)
 from autoqra.quant.cache import QuantCache, base_id
 
 
@@ -54,12 +61,6 @@ def _lora_config(plan: Plan, alpha_per_rank: float, dropout: float):
                       alpha_pattern=plan.alpha_pattern(alpha_per_rank), task_type="CAUSAL_LM")
 
 
-def _check_plan(plan: Plan, n_blocks: int) -> None:
-    plan.check(n_blocks=n_blocks)
-    if plan.backend == "none" and set(plan.bits) != {16}:
-        raise PlanError(f"backend 'none' keeps 16-bit weights; plan has bits {sorted(set(plan.bits))}")
-
-
 def quantize_base(base: BaseModel, plan: Plan, cache: QuantCache) -> Any:
     """A structural copy of the base model with every projection replaced per the plan.
 
@@ -68,33 +69,36 @@ def quantize_base(base: BaseModel, plan: Plan, cache: QuantCache) -> Any:
     """
     memo = {id(t): t for t in [*base.model.parameters(), *base.model.buffers()]}
     model = copy.deepcopy(base.model, memo)
-    compute = base.dtype
-    for block, bits in enumerate(plan.bits):
-        if bits == 16:
+    compute, g, axis = base.dtype, plan.group_size, plan.hqq_axis
+    for block, (bits, q) in enumerate(zip(plan.bits, plan.quantizers, strict=True)):
+        if q == "none":
             continue
         for proj in PROJECTIONS:
             path = projection_module(block, proj)
             parent_path, name = path.rsplit(".", 1)
             dense = model.get_submodule(path)
-            state = cache.get_or_create(plan.backend, plan.group_size, bits, block, proj,
-                                        lambda w=dense.weight, b=bits: quantize(w.detach(), plan.backend, b,
-                                                                                 plan.group_size))
-            layer = make_layer(state, plan.backend, bits, base.device, compute)
+            state = cache.get_or_create(q, g, axis, bits, block, proj,
+                                        lambda w=dense.weight, b=bits, q=q: quantize(w.detach(), q, b, g, axis))
+            layer = make_layer(state, q, bits, base.device, compute)
             if dense.bias is not None:
                 layer.bias = dense.bias
             setattr(model.get_submodule(parent_path), name, layer)
-    if plan.backend == "bnb":  # peft/transformers consult these flags for k-bit models
-        model.is_loaded_in_4bit = 4 in plan.bits
-        model.is_loaded_in_8bit = 8 in plan.bits
+    # peft/transformers consult these flags for k-bit (bitsandbytes) models
+    if "nf4" in plan.quantizers:
+        model.is_loaded_in_4bit = True
+    if "int8" in plan.quantizers:
+        model.is_loaded_in_8bit = True
     return model
 
 
 def verify(model: Any, plan: Plan, alpha_per_rank: float) -> dict[str, Any]:
-    """Check bits, rank and LoRA scaling of every projection; PlanError on any mismatch."""
+    """Check bits, quantizer (and HQQ axis), rank and LoRA scaling of every projection; PlanError on
+    any mismatch. Returns the stored bytes per bit-width and per quantizer."""
     inner = model.get_base_model()
     wrong: list[str] = []
     by_bits: dict[int, dict[str, int]] = {}
-    for block, (bits, rank) in enumerate(zip(plan.bits, plan.ranks, strict=True)):
+    by_quantizer: dict[str, dict[str, int]] = {}
+    for block, (bits, rank, q) in enumerate(zip(plan.bits, plan.ranks, plan.quantizers, strict=True)):
         for proj in PROJECTIONS:
             path = projection_module(block, proj)
             mod = inner.get_submodule(path)
@@ -106,19 +110,24 @@ def verify(model: Any, plan: Plan, alpha_per_rank: float) -> dict[str, Any]:
             scale = mod.scaling["default"]
             if got_bits != bits:
                 wrong.append(f"{path}: {got_bits}-bit, plan says {bits}")
+            if layer_quantizer(base_layer) != q:
+                wrong.append(f"{path}: quantizer {layer_quantizer(base_layer)}, plan says {q}")
+            elif q == "hqq" and layer_hqq_axis(base_layer) != plan.hqq_axis:
+                wrong.append(f"{path}: HQQ axis {layer_hqq_axis(base_layer)}, plan says {plan.hqq_axis}")
             if got_rank != rank or mod.lora_A["default"].out_features != rank:
                 wrong.append(f"{path}: rank {got_rank}, plan says {rank}")
             if abs(scale - alpha_per_rank) > 1e-6:  # α = alpha_per_rank·r ⇒ scaling α/r is constant
                 wrong.append(f"{path}: LoRA scaling {scale}, expected {alpha_per_rank}")
             sb = stored_bytes(base_layer)
-            acc = by_bits.setdefault(bits, {"weights": 0, "quant_meta": 0, "params": 0})
-            acc["weights"] += sb["weights"]
-            acc["quant_meta"] += sb["quant_meta"]
-            acc["params"] += _numel(base_layer)
+            for acc in (by_bits.setdefault(bits, {"weights": 0, "quant_meta": 0, "params": 0}),
+                        by_quantizer.setdefault(q, {"weights": 0, "quant_meta": 0, "params": 0})):
+                acc["weights"] += sb["weights"]
+                acc["quant_meta"] += sb["quant_meta"]
+                acc["params"] += _numel(base_layer)
     if wrong:
         raise PlanError("built model does not match the plan:\n  " + "\n  ".join(wrong[:20])
                         + (f"\n  ... and {len(wrong) - 20} more" if len(wrong) > 20 else ""))
-    return {"stored_bytes_by_bits": by_bits}
+    return {"stored_bytes_by_bits": by_bits, "stored_bytes_by_quantizer": by_quantizer}
 
 
 def _numel(layer: Any) -> int:
@@ -135,7 +144,7 @@ def build(model_dir: str | os.PathLike, plan: Plan, *, cache_dir: str | os.PathL
 
     t0 = time.perf_counter()
     base = base or BaseModel(model_dir, device=device)
-    _check_plan(plan, base.n_blocks)
+    plan.check(n_blocks=base.n_blocks)
     cache = QuantCache(cache_dir, base.base_id)
     model = quantize_base(base, plan, cache)
     t_quant = time.perf_counter() - t0

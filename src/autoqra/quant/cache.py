@@ -1,7 +1,8 @@
-"""On-disk cache of quantized projections, so each (base model, block, projection, bits, backend,
-group size) is quantized once and every later plan only loads ready tensors.
+"""On-disk cache of quantized projections, so each (base model, block, projection, bits, quantizer,
+and for HQQ group size and axis) is quantized once and every later plan only loads ready tensors.
 
-Layout: ``<root>/quant/<base_id>/<backend>-g<group>-b<bits>/<block>.<proj>.safetensors``. The base
+Layout: ``<root>/quant/<base_id>/<variant>-b<bits>-v<format>/<block>.<proj>.safetensors`` with
+``<variant>`` = ``hqq-g<group>-a<axis>``, ``nf4`` or ``int8`` (bitsandbytes ignores group and axis). The base
 id is a hash of the base model's weight files, so a changed base model never reuses stale entries.
 Writes are atomic (temp file + rename); concurrent writers of the same entry are harmless.
 """
@@ -49,13 +50,14 @@ class QuantCache:
         self.hits = 0
         self.misses = 0
 
-    def path(self, backend: str, group_size: int, bits: int, block: int, proj: str) -> Path:
-        return self.root / f"{backend}-g{group_size}-b{bits}-v{QUANT_FORMAT}" / f"{block}.{proj}.safetensors"
+    def path(self, quantizer: str, group_size: int, axis: int, bits: int, block: int, proj: str) -> Path:
+        variant = f"hqq-g{group_size}-a{axis}" if quantizer == "hqq" else quantizer
+        return self.root / f"{variant}-b{bits}-v{QUANT_FORMAT}" / f"{block}.{proj}.safetensors"
 
-    def get_or_create(self, backend: str, group_size: int, bits: int, block: int, proj: str,
+    def get_or_create(self, quantizer: str, group_size: int, axis: int, bits: int, block: int, proj: str,
                       make) -> dict[str, torch.Tensor]:
         """The cached state, or ``make()``'s result after storing it."""
-        p = self.path(backend, group_size, bits, block, proj)
+        p = self.path(quantizer, group_size, axis, bits, block, proj)
         if p.is_file():
             try:
                 state = load_file(str(p))

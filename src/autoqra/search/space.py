@@ -7,12 +7,13 @@ bits ladder, row 1 indices into the ranks ladder. Working on indices keeps opera
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from autoqra.plan import Plan
+from autoqra.errors import PlanError
+from autoqra.plan import DEFAULT_HQQ_AXIS, Plan, quantizer_map, quantizers_for
 
 Genome = np.ndarray  # int64, shape (2, n_blocks)
 EPS = 1e-6
@@ -20,22 +21,25 @@ EPS = 1e-6
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Ladders, the per-block cost table ``cost[ℓ, i_bits, i_rank]`` (bytes) and the budget (bytes)."""
+    """Ladders, the per-block cost table ``cost[ℓ, i_bits, i_rank]`` (bytes) and the budget (bytes),
+    plus how plans of the space are quantized: each rung's quantizer (``quantizers``, a map
+    bit-width -> quantizer), the HQQ group size and axis."""
 
     bits: tuple[int, ...]
     ranks: tuple[int, ...]
     cost: np.ndarray
     budget: float
-    backend: str = "hqq"
+    quantizers: Mapping[int, str] = field(default_factory=quantizer_map)
     group_size: int = 128
+    hqq_axis: int = DEFAULT_HQQ_AXIS
 
     @classmethod
     def from_memory_model(cls, mm, bits: Sequence[int], ranks: Sequence[int], budget: float) -> SearchSpace:
-        """Tabulate ``mm.block_cost`` (an autoqra.memory.MemoryModel) over the ladders."""
+        """Tabulate ``mm.block_cost`` (an autoqra.memory.MemoryModel, with its quantizer map) over the ladders."""
         bits, ranks = tuple(sorted(bits)), tuple(sorted(ranks))
         table = np.array([[mm.block_cost(b, r)["total"] for r in ranks] for b in bits])
         cost = np.broadcast_to(table, (mm.shape.n_blocks, *table.shape)).copy()
-        return cls(bits, ranks, cost, float(budget), mm.backend, mm.group_size)
+        return cls(bits, ranks, cost, float(budget), dict(mm.quantizers), mm.group_size, mm.hqq_axis)
 
     @property
     def n_blocks(self) -> int:
@@ -56,12 +60,33 @@ class SearchSpace:
         return np.array([[self.bits.index(bits)] * self.n_blocks, [self.ranks.index(rank)] * self.n_blocks])
 
     def to_plan(self, g: Genome, meta: dict | None = None) -> Plan:
-        return Plan(tuple(self.bits[i] for i in g[0]), tuple(self.ranks[i] for i in g[1]),
-                    backend=self.backend, group_size=self.group_size, meta=meta or {})
+        """The plan of a genome: each block takes its rung's quantizer."""
+        bits = tuple(self.bits[i] for i in g[0])
+        return Plan(bits, tuple(self.ranks[i] for i in g[1]), quantizers_for(bits, self.quantizers),
+                    self.group_size, self.hqq_axis, meta=meta or {})
 
     def from_plan(self, plan: Plan) -> Genome:
+        """The genome of a plan of this space; PlanError when the plan lies outside it (values off the
+        ladders, another quantizer for a rung, or other HQQ settings)."""
         plan.check(n_blocks=self.n_blocks)
+        off = sorted({b for b in plan.bits if b not in self.bits}) + sorted({r for r in plan.ranks if r not in self.ranks})
+        if off:
+            raise PlanError(f"plan {plan.hash}: values {off} are not on the ladders {list(self.bits)} / {list(self.ranks)}")
+        if plan.quantizers != quantizers_for(plan.bits, self.quantizers):
+            raise PlanError(f"plan {plan.hash}: quantizers {sorted(set(plan.quantizers))} differ from this space's "
+                            f"map {dict(self.quantizers)}")
+        if "hqq" in plan.quantizers and (plan.group_size, plan.hqq_axis) != (self.group_size, self.hqq_axis):
+            raise PlanError(f"plan {plan.hash}: HQQ group {plan.group_size} axis {plan.hqq_axis}; this space uses "
+                            f"group {self.group_size} axis {self.hqq_axis}")
         return np.array([[self.bits.index(b) for b in plan.bits], [self.ranks.index(r) for r in plan.ranks]])
+
+    def contains(self, plan: Plan) -> bool:
+        """Whether ``plan`` is a point of this space (same ladders, quantizer map and HQQ settings)."""
+        try:
+            self.from_plan(plan)
+        except PlanError:
+            return False
+        return True
 
     def encode(self, g: Genome) -> np.ndarray:
         """Ordinal encoding in [0, 1]: bits indices then rank indices, each scaled by its ladder length."""
