@@ -1,7 +1,7 @@
 # AutoQRA pipeline: the single entry point. Stages live in workflow/rules/, the library in src/autoqra/.
 #   snakemake --cores 2                                  embedded default (SmolLM2-135M, offline, CPU)
 #   snakemake --cores 2 --configfile config/micro.yaml   tiny random model (tests, CI)
-#   snakemake --configfile config/paper.yaml --profile profiles/slurm   paper scale on a SLURM cluster
+#   snakemake --configfile config/paper.yaml --workflow-profile profiles/slurm   paper scale on SLURM
 from snakemake.utils import min_version
 
 min_version("9.0")

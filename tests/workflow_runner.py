@@ -3,6 +3,7 @@ integration and reliability tests."""
 
 import copy
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,17 +31,36 @@ def mutated(cfg: dict, path: str, value) -> dict:
     return out
 
 
-def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
-    return [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
+def snakemake_cmd(workdir: Path, *args: str, cores: str | None = "2") -> list[str]:
+    return [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+            *(("--cores", cores) if cores else ()), *args]
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = 900, offline: bool = True,
-              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+              env: dict[str, str] | None = None, cores: str | None = "2") -> subprocess.CompletedProcess:
     """Run the workflow in ``workdir``; ``offline=False`` leaves the hub switch to the workflow
     (configs that name hub models resolve them from the local cache only at validation time);
-    ``env`` adds environment variables."""
+    ``env`` adds environment variables; ``cores=None`` leaves --cores to the profile."""
     base = {k: v for k, v in os.environ.items() if k not in OFFLINE}
     if offline:
         base.update(OFFLINE)
     env = {**base, **(env or {})}
-    return subprocess.run(snakemake_cmd(workdir, *args), capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(snakemake_cmd(workdir, *args, cores=cores), capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def dry_run_jobs(text: str) -> list[dict]:
+    """The jobs of a ``snakemake -n`` listing: rule, local (a localrule), threads, resources, wildcards."""
+    jobs: list[dict] = []
+    for line in text.splitlines():
+        head = re.match(r"^(local)?rule (\w+):$", line)
+        if head:
+            jobs.append({"rule": head.group(2), "local": bool(head.group(1)), "threads": 1,
+                         "resources": {}, "wildcards": {}})
+        elif jobs and line.startswith("    ") and ": " in line:
+            key, value = line.strip().split(": ", 1)
+            if key == "threads":
+                jobs[-1]["threads"] = int(value)
+            elif key in ("resources", "wildcards"):
+                jobs[-1][key] = dict(item.split("=", 1) for item in value.split(", ") if "=" in item)
+    return jobs

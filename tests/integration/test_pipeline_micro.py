@@ -122,23 +122,6 @@ def test_dry_run_builds_dag(tmp_path, name):
     assert "model_prepare" in res.stdout
 
 
-def test_paper_dag_on_the_slurm_profile(tmp_path):
-    """The full paper DAG (two models, five search variants, 13 methods x 3 seeds) builds with the
-    SLURM executor profile, and the GPU rules carry their GPU resources."""
-    res = snakemake(tmp_path, "-n", "--configfile", str(ROOT / "config" / "paper.yaml"),
-                    "--profile", str(ROOT / "profiles" / "slurm"), offline=False)
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out[-3000:]
-    total = int(next(line.split()[1] for line in out.splitlines() if line.startswith("total")))
-    assert total > 3000
-    ev = out[out.index("rule search_evaluate:"):]
-    resources = next(line for line in ev.splitlines() if line.strip().startswith("resources:"))
-    assert "gpu=1" in resources and "slurm_partition=gpu" in resources and "mem_mb=64000" in resources
-    light = out[out.index("rule search_propose:"):]
-    resources = next(line for line in light.splitlines() if line.strip().startswith("resources:"))
-    assert "gpu" not in resources.replace("slurm_partition=cpu", "")
-
-
 def test_lint_is_clean():
     res = subprocess.run([*SNAKEMAKE, "--lint", "--configfile", "config/micro.yaml"], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)

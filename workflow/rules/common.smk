@@ -21,9 +21,11 @@ if "hub" not in {m["source"] for m in config["models"].values()} | {config["data
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-# torch threads per training/evaluation job (config job_threads, capped by --cores): on a small CPU
-# one thread per job and one job per core is fastest; profiles may override with set-threads.
-HEAVY_THREADS = max(1, min(int(workflow.cores or 1), config["job_threads"]))
+# torch threads per training/evaluation job, from the config (job_threads). Snakemake caps a job's
+# threads at --cores where one is given (locally); on SLURM each job asks for as many CPUs
+# (cpus_per_task = threads in profiles/slurm). workflow.cores is not read: it raises under a
+# cluster executor run without --cores.
+HEAVY_THREADS = config["job_threads"]
 MODELS = sorted(config["models"])
 DATASET = config["data"]["name"]
 DATA = f"results/data/{DATASET}"
