@@ -64,3 +64,30 @@ def dry_run_jobs(text: str) -> list[dict]:
             elif key in ("resources", "wildcards"):
                 jobs[-1][key] = dict(item.split("=", 1) for item in value.split(", ") if "=" in item)
     return jobs
+
+
+LOCAL_RULES_SCRIPT = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+snakefile, configfile, workdir = map(Path, sys.argv[1:4])
+with SnakemakeApi(OutputSettings()) as api:
+    wapi = api.workflow(resource_settings=ResourceSettings(), snakefile=snakefile, workdir=workdir,
+                        config_settings=ConfigSettings(configfiles=[configfile]))
+    wapi.list_rules()
+    wf = wapi._workflow
+    print(json.dumps({r.name: r.name in wf._localrules or r.norun for r in wf.rules}))
+"""
+
+
+def rule_locality(workdir: Path, configfile: Path, env: dict[str, str] | None = None) -> dict[str, bool]:
+    """Rule name -> whether a cluster executor runs it on the submit host (``localrule``).
+    (A dry run does not say: Snakemake hides it there.)"""
+    import json
+
+    res = subprocess.run([sys.executable, "-c", LOCAL_RULES_SCRIPT, str(ROOT / "Snakefile"), str(configfile),
+                          str(workdir)], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, **(env or {})})
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])

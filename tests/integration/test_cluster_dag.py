@@ -1,8 +1,15 @@
 """The paper DAG as the SLURM executor would submit it: a dry run with the SLURM workflow profile
 and no --cores (so nothing local caps the jobs), checked job by job."""
 
+from collections import Counter, defaultdict
+
 import pytest
-from workflow_runner import ROOT, dry_run_jobs, snakemake
+from workflow_runner import MICRO, ROOT, dry_run_jobs, rule_locality, snakemake
+
+from autoqra.config import load_config
+from autoqra.pipeline.common import evolution_settings, shard_of
+from autoqra.pipeline.methods import hf_evaluation_count
+from autoqra.pipeline.search import phase_size
 
 pytestmark = pytest.mark.integration
 
@@ -31,3 +38,49 @@ def test_gpu_rules_ask_for_one_gpu_and_as_many_cpus_as_threads(paper_jobs):
     cpu = [j for j in paper_jobs if j["rule"] not in GPU_RULES]
     assert cpu and all("gpu" not in j["resources"] for j in cpu)
     assert all(int(j["resources"]["cpus_per_task"]) == j["threads"] for j in paper_jobs)
+
+
+def test_no_gpu_job_has_nothing_to_evaluate(paper_jobs):
+    cfg = load_config(ROOT / "config" / "paper.yaml", base_dir=ROOT)
+    phases = defaultdict(list)
+    for j in paper_jobs:
+        w = j["wildcards"]
+        if j["rule"] == "search_evaluate":
+            phases[("search", w["model"], w["variant"], int(w["g"]), w["phase"])].append(int(w["shard"]))
+        elif j["rule"] == "refine_evaluate":
+            phases[("refine", w["model"], w["variant"], int(w["t"]), "hf")].append(int(w["shard"]))
+        elif j["rule"] == "random_evaluate":
+            phases[("random", w["model"], "", 0, "hf")].append(int(w["shard"]))
+    assert phases
+    empty = []
+    for (kind, _, variant, step, phase), shards in phases.items():
+        assert sorted(shards) == list(range(len(shards)))
+        if kind == "search":
+            n = phase_size(evolution_settings(cfg["search"], cfg["search"]["variants"][variant]), step, phase)
+            assert len(shards) == min(cfg["search"]["shards"], n)
+        elif kind == "refine":
+            n = cfg["refine"]["q"]
+        else:
+            n = hf_evaluation_count(cfg, "autoqra")
+        empty += [(kind, variant, step, phase, k) for k in shards if not shard_of(list(range(n)), k, len(shards))]
+    assert empty == []
+    single = [k for k in phases if k[2] == "single_fidelity"]
+    assert single and all(k[4] == "hf" for k in single)  # single fidelity: no LF jobs at all
+    counts = Counter(k[4] for k in phases if k[0] == "search" and k[2] == "autoqra" and k[3] > 0)
+    assert counts == {"lf": 2 * 12, "hf": 2 * 12}
+    hf_jobs = [len(v) for k, v in phases.items() if k[0] == "search" and k[3] > 0 and k[4] == "hf"
+               and k[2] != "single_fidelity"]
+    assert set(hf_jobs) == {cfg["search"]["promote"]}  # 6 promoted, 6 jobs (not 8 with two empty)
+
+
+def test_bookkeeping_rules_run_on_the_submit_host(paper_jobs, tmp_path):
+    local = rule_locality(tmp_path, MICRO)  # a rule-level property, the same for every config
+    rules = {j["rule"] for j in paper_jobs}
+    remote = {r for r in rules if not local[r]}
+    assert remote == GPU_RULES | {"model_prepare"}, remote
+    counts = Counter(j["rule"] for j in paper_jobs)
+    submitted = sum(counts[r] for r in remote)
+    gpu = sum(counts[r] for r in GPU_RULES)
+    print(f"paper.yaml on SLURM: {len(paper_jobs)} jobs, {submitted} submitted (sbatch without arrays), "
+          f"{gpu} GPU jobs; {dict(counts)}")
+    assert gpu == submitted - counts["model_prepare"]

@@ -4,6 +4,7 @@
 
 rule random_propose:
     """Feasible plans drawn uniformly from the ladders (as many HF evaluations as AutoQRA spends)."""
+    localrule: True
     input:
         model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
@@ -36,7 +37,7 @@ rule random_evaluate:
         space=config["search_space"],
         evaluator=evaluator_params(),
         cache_dir=config["cache_dir"],
-        shards=RANDOM_SHARDS,
+        shards=random_shards(),
         seed=config["seed"],
     priority: 5
     log:
@@ -54,6 +55,7 @@ rule random_evaluate:
 
 rule random_select:
     """The best random plan by AutoQRA's utility, and every random observation."""
+    localrule: True
     input:
         model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
@@ -78,6 +80,7 @@ rule random_select:
 
 rule method_plan:
     """The plan a method fine-tunes: a search's final plan, a uniform/sequential baseline or the random best."""
+    localrule: True
     input:
         model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,

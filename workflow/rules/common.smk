@@ -30,12 +30,11 @@ MODELS = sorted(config["models"])
 DATASET = config["data"]["name"]
 DATA = f"results/data/{DATASET}"
 GENERATIONS = config["search"]["generations"]
-SHARDS = config["search"]["shards"]
+SHARDS = config["search"]["shards"]  # the most evaluation jobs per phase; search_shards() gives each phase's
 VARIANTS = sorted(config["search"]["variants"])
 REFINE_ITERATIONS = config["refine"]["iterations"]
-REFINE_SHARDS = config["refine"]["shards"]
+REFINE_SHARDS = min(config["refine"]["shards"], config["refine"]["q"])  # a job per candidate at most
 METHODS = sorted(config["methods"])
-RANDOM_SHARDS = config["random_search"]["shards"]
 LM_EVAL_TASK_DIR = str(Path(workflow.basedir) / "workflow" / "resources" / "lm_eval_tasks")
 
 
@@ -81,34 +80,43 @@ def get_previous_select(wildcards):
     return f"results/search/{wildcards.model}/{wildcards.variant}/g{g - 1}/select.json"
 
 
-def get_phase_shards(wildcards, phase):
-    return expand(
-        "results/search/{model}/{variant}/g{g}/{phase}-shard{shard}.jsonl",
-        model=wildcards.model,
-        variant=wildcards.variant,
-        g=wildcards.g,
-        phase=phase,
-        shard=range(SHARDS),
-    )
+# -- evaluation shards: one GPU job per shard, never one with nothing to evaluate ----------------
+def n_shards(candidates, shards):
+    """Evaluation jobs for at most ``candidates`` candidates split ``shards`` ways: none for none."""
+    return min(int(shards), int(candidates))
+
+
+def search_shards(variant, g, phase):
+    """Jobs of one Stage-1 phase: min(search.shards, the phase's candidates): the population at
+    generation 0, then the offspring at LF and min(promote, offspring) at HF, no LF when single-fidelity."""
+    from autoqra.pipeline.common import evolution_settings
+    from autoqra.pipeline.search import phase_size
+
+    settings = evolution_settings(config["search"], config["search"]["variants"][variant])
+    return n_shards(phase_size(settings, int(g), phase), SHARDS)
+
+
+def search_shard_files(model, variant, g, phase):
+    return [f"results/search/{model}/{variant}/g{g}/{phase}-shard{k}.jsonl"
+            for k in range(search_shards(variant, g, phase))]
+
+
+def get_search_shards(wildcards):
+    """The shard count of a search_evaluate job's phase (its candidates are split this many ways)."""
+    return search_shards(wildcards.variant, wildcards.g, wildcards.phase)
 
 
 def get_lf_shards(wildcards):
-    return get_phase_shards(wildcards, "lf")
+    return search_shard_files(wildcards.model, wildcards.variant, wildcards.g, "lf")
 
 
 def get_hf_shards(wildcards):
-    return get_phase_shards(wildcards, "hf")
+    return search_shard_files(wildcards.model, wildcards.variant, wildcards.g, "hf")
 
 
 def get_all_search_shards(wildcards):
-    return expand(
-        "results/search/{model}/{variant}/g{g}/{phase}-shard{shard}.jsonl",
-        model=wildcards.model,
-        variant=wildcards.variant,
-        g=range(GENERATIONS + 1),
-        phase=("lf", "hf"),
-        shard=range(SHARDS),
-    )
+    return [f for g in range(GENERATIONS + 1) for phase in ("lf", "hf")
+            for f in search_shard_files(wildcards.model, wildcards.variant, g, phase)]
 
 
 def get_last_select(wildcards):
@@ -184,8 +192,13 @@ def uses_optuna():
     return config["optuna_search"]["enabled"]
 
 
+def random_shards():
+    """Jobs of the random search: min(random_search.shards, its evaluations)."""
+    return n_shards(random_evaluations(), config["random_search"]["shards"])
+
+
 def get_random_shards(wildcards):
-    return expand("results/random/{model}/hf-shard{shard}.jsonl", model=wildcards.model, shard=range(RANDOM_SHARDS))
+    return expand("results/random/{model}/hf-shard{shard}.jsonl", model=wildcards.model, shard=range(random_shards()))
 
 
 def finetune_params():

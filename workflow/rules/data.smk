@@ -1,5 +1,6 @@
 rule data_prepare:
     """Write the train/validation/test splits (bundled synthetic set, Alpaca file or hub id) as JSONL."""
+    localrule: True
     input:
         get_data_inputs,
     output:

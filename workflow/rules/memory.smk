@@ -1,5 +1,6 @@
 rule memory_budget:
     """Resolve the memory budget for a model and tabulate the reference plans against it."""
+    localrule: True
     input:
         model=rules.model_prepare.output.hf,
     output:

@@ -4,6 +4,7 @@
 
 rule refine_propose:
     """q candidates inside the trust region (log-EI on a Matern-5/2 GP of the utility)."""
+    localrule: True
     input:
         model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
@@ -59,6 +60,7 @@ rule refine_evaluate:
 
 rule refine_update:
     """Tell the HF scores; the radius grows after successes and shrinks after failures (TuRBO)."""
+    localrule: True
     input:
         model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
@@ -82,6 +84,7 @@ rule refine_update:
 
 rule final_plan:
     """The best feasible plan (utility) with its Stage-1/Stage-2 history."""
+    localrule: True
     input:
         model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,

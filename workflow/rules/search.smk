@@ -5,6 +5,7 @@
 
 rule search_propose:
     """Offspring of generation g (the warm-started initial population for g = 0)."""
+    localrule: True
     input:
         model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
@@ -43,7 +44,7 @@ rule search_evaluate:
         variant=get_variant,
         evaluator=evaluator_params(),
         cache_dir=config["cache_dir"],
-        shards=SHARDS,
+        shards=get_search_shards,
         seed=config["seed"],
     priority: 10
     log:
@@ -61,6 +62,7 @@ rule search_evaluate:
 
 rule search_promote:
     """Tell the LF scores; the performance model picks the offspring promoted to HF."""
+    localrule: True
     input:
         model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
@@ -85,6 +87,7 @@ rule search_promote:
 
 rule search_select:
     """Tell the HF scores; constrained non-dominated sorting + crowding keeps the population."""
+    localrule: True
     input:
         model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
@@ -109,6 +112,7 @@ rule search_select:
 
 rule search_front:
     """The Stage-1 Pareto front, every evaluation record and the hypervolume per generation."""
+    localrule: True
     input:
         model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
