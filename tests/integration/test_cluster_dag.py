@@ -1,6 +1,7 @@
 """The paper DAG as the SLURM executor would submit it: a dry run with the SLURM workflow profile
 and no --cores (so nothing local caps the jobs), checked job by job."""
 
+import os
 from collections import Counter, defaultdict
 
 import pytest
@@ -21,7 +22,8 @@ GPU_RULES = {"sensitivity", "search_evaluate", "refine_evaluate", "random_evalua
 def paper_jobs(tmp_path_factory):
     work = tmp_path_factory.mktemp("paper-slurm")
     res = snakemake(work, "-n", "--configfile", str(ROOT / "config" / "paper.yaml"),
-                    "--workflow-profile", str(ROOT / "profiles" / "slurm"), offline=False, cores=None)
+                    "--workflow-profile", str(ROOT / "profiles" / "slurm"), offline=False, cores=None,
+                    env={"HF_TOKEN": os.environ.get("HF_TOKEN", "hf_dry_run")})  # required by the gated Llama 3
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
     assert "profiles/default" not in out  # the local profile does not leak into a SLURM run
@@ -78,6 +80,7 @@ def test_bookkeeping_rules_run_on_the_submit_host(paper_jobs, tmp_path):
     rules = {j["rule"] for j in paper_jobs}
     remote = {r for r in rules if not local[r]}
     assert remote == GPU_RULES | {"model_prepare"}, remote
+    assert {"prefetch_model", "prefetch_data", "prefetch_lm_eval"} <= rules - remote  # downloads on the submit host
     counts = Counter(j["rule"] for j in paper_jobs)
     submitted = sum(counts[r] for r in remote)
     gpu = sum(counts[r] for r in GPU_RULES)

@@ -16,10 +16,17 @@ except ConfigError as e:
 config.clear()
 config.update(_validated)
 
-# Nothing downloads at run time unless the config names a hub model or dataset (paper scale).
-if "hub" not in {m["source"] for m in config["models"].values()} | {config["data"]["source"]}:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Jobs never download: the prefetch rules (localrules on the submit host, which lift this switch
+# for themselves) fetch hub models, datasets and lm-eval task data into HF_HOME first. Set after
+# validation, so that this process's own config checks still see the user's environment; jobs
+# (local subprocesses and sbatch's --export=ALL) inherit it.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+if any(m["source"] == "hub" for m in config["models"].values()):
+
+    envvars:
+        "HF_TOKEN",  # gated hub models (Llama 3); passed on to jobs by executors that do not inherit it
+
 
 # torch threads per training/evaluation job, from the config (job_threads). Snakemake caps a job's
 # threads at --cores where one is given (locally); on SLURM each job asks for as many CPUs

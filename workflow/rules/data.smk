@@ -3,6 +3,7 @@ rule data_prepare:
     localrule: True
     input:
         get_data_inputs,
+        prefetched="results/prefetch/data/{dataset}.json",
     output:
         train="results/data/{dataset}/train.jsonl",
         validation="results/data/{dataset}/validation.jsonl",
