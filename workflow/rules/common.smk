@@ -22,6 +22,8 @@ config.update(_validated)
 # (local subprocesses and sbatch's --export=ALL) inherit it.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# Jobs in the conda env (--sdm conda) import autoqra from this checkout (envs/autoqra.post-deploy.sh).
+os.environ["AUTOQRA_SRC"] = str(Path(workflow.basedir) / "src")
 if any(m["source"] == "hub" for m in config["models"].values()):
 
     envvars:
