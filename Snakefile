@@ -8,10 +8,10 @@ min_version("9.0")
 
 
 # The embedded default unless --configfile names another (Snakemake would otherwise deep-merge
-# both, e.g. adding the default model to the micro config).
-if not config:
+# both, e.g. adding the default model to the micro config); --config key=value edits either.
+if not workflow.overwrite_configfiles:
 
-    configfile: "config/config.yaml"
+    configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 

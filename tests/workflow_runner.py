@@ -50,19 +50,24 @@ def snakemake(workdir: Path, *args: str, timeout: int = 900, offline: bool = Tru
 
 
 def dry_run_jobs(text: str) -> list[dict]:
-    """The jobs of a ``snakemake -n`` listing: rule, local (a localrule), threads, resources, wildcards."""
+    """The jobs of a ``snakemake -n`` listing: rule, local (a localrule), threads, resources, wildcards,
+    output files and the reason it runs."""
     jobs: list[dict] = []
     for line in text.splitlines():
         head = re.match(r"^(local)?rule (\w+):$", line)
         if head:
             jobs.append({"rule": head.group(2), "local": bool(head.group(1)), "threads": 1,
-                         "resources": {}, "wildcards": {}})
+                         "resources": {}, "wildcards": {}, "output": [], "reason": ""})
         elif jobs and line.startswith("    ") and ": " in line:
             key, value = line.strip().split(": ", 1)
             if key == "threads":
                 jobs[-1]["threads"] = int(value)
             elif key in ("resources", "wildcards"):
                 jobs[-1][key] = dict(item.split("=", 1) for item in value.split(", ") if "=" in item)
+            elif key == "output":
+                jobs[-1]["output"] = value.split(", ")
+            elif key == "reason":
+                jobs[-1]["reason"] = value
     return jobs
 
 

@@ -172,6 +172,10 @@ def test_stage0_result_is_cached_across_runs(run, dirs, tmp_path, monkeypatch):
         sens.cached_run_sensitivity(*dirs, cache, SensitivitySettings(**{**FAST, "seed": 1}), "hqq", 32)
     with pytest.raises(AssertionError, match="recomputed"):
         sens.cached_run_sensitivity(*dirs, cache, SensitivitySettings(**FAST), "hqq", 64)
+    with monkeypatch.context() as m:  # changed library code: another entry
+        m.setattr(sens, "code_sha", lambda *parts: "0" * 16)
+        with pytest.raises(AssertionError, match="recomputed"):
+            sens.cached_run_sensitivity(*dirs, cache, SensitivitySettings(**FAST), "hqq", 32)
     entry = next((cache / "sensitivity").rglob("*.json"))
     entry.write_text('{"key": ')  # a torn entry is recomputed, not trusted
     with pytest.raises(AssertionError, match="recomputed"):

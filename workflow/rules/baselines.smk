@@ -11,7 +11,7 @@ rule random_propose:
     output:
         "results/random/{model}/hf.json",
     params:
-        space=config["search_space"],
+        space=space_params(),
         n=random_evaluations(),
         seed=config["seed"],
     priority: 5
@@ -34,7 +34,7 @@ rule random_evaluate:
     output:
         "results/random/{model}/hf-shard{shard}.jsonl",
     params:
-        space=config["search_space"],
+        space=space_params(),
         evaluator=evaluator_params(),
         cache_dir=config["cache_dir"],
         shards=random_shards(),
@@ -66,8 +66,8 @@ rule random_select:
         plan="results/random/{model}/plan.json",
         summary="results/random/{model}/summary.json",
     params:
-        space=config["search_space"],
-        refine=config["refine"],
+        space=space_params(),
+        refine=refine_params(),
         seed=config["seed"],
     priority: 5
     log:
@@ -89,8 +89,8 @@ rule method_plan:
     output:
         "results/methods/{model}/{method}/plan.json",
     params:
-        spec=lambda wc: config["methods"][wc.method],
-        space=config["search_space"],
+        spec=get_method_spec,
+        space=space_params(),
         seed=config["seed"],
     log:
         "results/logs/method_plan/{model}/{method}.log",
@@ -110,7 +110,7 @@ rule optuna_search:
     output:
         "results/optuna/{model}/summary.json",
     params:
-        space=config["search_space"],
+        space=space_params(),
         evaluator=evaluator_params(),
         cache_dir=config["cache_dir"],
         n=optuna_evaluations(),
@@ -140,7 +140,7 @@ rule methods_hf:
     output:
         "results/methods_hf/{model}.tsv",
     params:
-        methods=config["methods"],
+        groups=method_groups(),
         evaluator=evaluator_params(),
         cache_dir=config["cache_dir"],
         seed=config["seed"],

@@ -59,6 +59,57 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+# -- narrow params: a rule's params carry only the config keys it reads -------------------------
+# (so that editing another key, e.g. one ablation or one method's label, does not rerun it; check
+# with `snakemake -n --list-changes params`). Key lists follow what the library reads.
+def config_keys(section, keys):
+    """``config[section]`` cut down to ``keys`` (those present)."""
+    part = config[section]
+    return {k: part[k] for k in keys if k in part}
+
+
+def _fields(cls):
+    return tuple(cls.__dataclass_fields__)
+
+
+def space_params(*extra):
+    """What autoqra.pipeline.common.search_space reads (bits, ranks, backend, group size), plus ``extra``."""
+    return config_keys("search_space", ("bits", "ranks", "backend", "group_size", *extra))
+
+
+def search_params():
+    """The search section as EvolutionSettings reads it (not the variants, not the shard count)."""
+    from autoqra.search.evolution import EvolutionSettings
+
+    return config_keys("search", _fields(EvolutionSettings))
+
+
+def refine_params():
+    """The refine section as TrustRegionSettings reads it (not the shard count)."""
+    from autoqra.search.trust_region import TrustRegionSettings
+
+    return config_keys("refine", _fields(TrustRegionSettings))
+
+
+DATA_KEYS = ("name", "source", "path", "id", "split", "n_train", "n_val", "n_test", "skills")
+
+
+def get_method_spec(wildcards):
+    """What decides a method's plan: not its label, table group or fine-tuning seeds."""
+    spec = config["methods"][wildcards.method]
+    return {k: v for k, v in spec.items() if k not in ("label", "group", "seeds")}
+
+
+def method_groups():
+    """method -> table group (methods_hf tags baselines with it; labels are the figures' business)."""
+    return {m: spec["group"] for m, spec in config["methods"].items()}
+
+
+def method_labels():
+    """method -> display label (default: the method's name)."""
+    return {m: spec["label"] or m for m, spec in config["methods"].items()}
+
+
 def get_model_spec(wildcards):
     return config["models"][wildcards.model]
 

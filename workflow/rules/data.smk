@@ -10,7 +10,7 @@ rule data_prepare:
         test="results/data/{dataset}/test.jsonl",
         manifest="results/data/{dataset}/manifest.json",
     params:
-        spec=config["data"],
+        spec=config_keys("data", DATA_KEYS),
         seed=config["seed"],
         code=code_sha("data", "manifest.py", "io.py"),
     cache: "omit-software"

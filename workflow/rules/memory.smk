@@ -7,7 +7,7 @@ rule memory_budget:
         budget="results/memory/{model}/budget.json",
         table="results/memory/{model}/reference_plans.tsv",
     params:
-        space=config["search_space"],
+        space=space_params(),
         budget=config["budget"],
     log:
         "results/logs/memory_budget/{model}.log",

@@ -124,6 +124,8 @@ rule paper_fig2_pareto:
             subcategory="{model}",
             labels={"model": "{model}", "figure": "Pareto front", "format": "PNG"},
         ),
+    params:
+        labels=method_labels(),
     log:
         "results/logs/paper_fig2_pareto/{model}.log",
     conda:

@@ -25,7 +25,7 @@ rule prefetch_data:
     output:
         "results/prefetch/data/{dataset}.json",
     params:
-        spec=config["data"],
+        spec=config_keys("data", ("source", "id", "split")),
     log:
         "results/logs/prefetch_data/{dataset}.log",
     conda:

@@ -14,8 +14,8 @@ rule refine_propose:
     output:
         "results/refine/{model}/{variant}/t{t}/hf.json",
     params:
-        space=config["search_space"],
-        refine=config["refine"],
+        space=space_params(),
+        refine=refine_params(),
         seed=config["seed"],
     priority: 10
     log:
@@ -38,8 +38,8 @@ rule refine_evaluate:
     output:
         "results/refine/{model}/{variant}/t{t}/hf-shard{shard}.jsonl",
     params:
-        space=config["search_space"],
-        refine=config["refine"],
+        space=space_params(),
+        refine=refine_params(),
         evaluator=evaluator_params(),
         cache_dir=config["cache_dir"],
         shards=REFINE_SHARDS,
@@ -70,8 +70,8 @@ rule refine_update:
     output:
         "results/refine/{model}/{variant}/t{t}/update.json",
     params:
-        space=config["search_space"],
-        refine=config["refine"],
+        space=space_params(),
+        refine=refine_params(),
         seed=config["seed"],
     priority: 10
     log:
@@ -96,8 +96,8 @@ rule final_plan:
         stage1_plan="results/final/{model}/{variant}/stage1_plan.json",
         history="results/final/{model}/{variant}/history.json",
     params:
-        space=config["search_space"],
-        refine=config["refine"],
+        space=space_params(),
+        refine=refine_params(),
         seed=config["seed"],
     priority: 10
     log:

@@ -14,8 +14,8 @@ rule search_propose:
     output:
         "results/search/{model}/{variant}/g{g}/lf.json",
     params:
-        space=config["search_space"],
-        search=config["search"],
+        space=space_params(),
+        search=search_params(),
         variant=get_variant,
         seed=config["seed"],
     priority: 10
@@ -39,8 +39,8 @@ rule search_evaluate:
     output:
         "results/search/{model}/{variant}/g{g}/{phase}-shard{shard}.jsonl",
     params:
-        space=config["search_space"],
-        search=config["search"],
+        space=space_params(),
+        search=search_params(),
         variant=get_variant,
         evaluator=evaluator_params(),
         cache_dir=config["cache_dir"],
@@ -72,8 +72,8 @@ rule search_promote:
     output:
         "results/search/{model}/{variant}/g{g}/hf.json",
     params:
-        space=config["search_space"],
-        search=config["search"],
+        space=space_params(),
+        search=search_params(),
         variant=get_variant,
         seed=config["seed"],
     priority: 10
@@ -97,8 +97,8 @@ rule search_select:
     output:
         "results/search/{model}/{variant}/g{g}/select.json",
     params:
-        space=config["search_space"],
-        search=config["search"],
+        space=space_params(),
+        search=search_params(),
         variant=get_variant,
         seed=config["seed"],
     priority: 10
@@ -125,8 +125,8 @@ rule search_front:
         hypervolume="results/search/{model}/{variant}/hypervolume.tsv",
         manifest="results/search/{model}/{variant}/manifest.json",
     params:
-        space=config["search_space"],
-        search=config["search"],
+        space=space_params(),
+        search=search_params(),
         variant=get_variant,
         seed=config["seed"],
     priority: 10

@@ -16,6 +16,7 @@ import torch
 
 from autoqra.data import load_split
 from autoqra.io import atomic_write_json
+from autoqra.manifest import code_sha
 from autoqra.memory import ModelShape
 from autoqra.quant.build import BaseModel
 from autoqra.quant.cache import QuantCache, base_sha
@@ -28,6 +29,8 @@ from autoqra.sensitivity.settings import SensitivitySettings, calibration_ids
 log = logging.getLogger(__name__)
 
 SENSITIVITY_FORMAT = 2  # bump when the stored result changes meaning (2: batch-bounded fidelity pass)
+# The library code Stage 0 depends on: its version is part of the cache key.
+STAGE0_CODE = ("sensitivity", "quant", "models", "data", "plan.py", "memory.py")
 
 
 def plan_memory(model_dir: str | os.PathLike, settings: SensitivitySettings, backend: str, group_size: int,
@@ -95,7 +98,7 @@ def cached_run_sensitivity(model_dir: str | os.PathLike, data_dir: str | os.Path
 
     calib = settings.calib_source
     key = {"format": SENSITIVITY_FORMAT, "settings": asdict(settings), "backend": backend, "group_size": group_size,
-           "data": data_sha(data_dir, ("train",)),
+           "data": data_sha(data_dir, ("train",)), "code": code_sha(*STAGE0_CODE),
            "calib": None if calib == "data" else hashlib.sha256(Path(calib).read_bytes()).hexdigest()}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:16]
     path = Path(cache_dir) / "sensitivity" / base_sha(model_dir)[:12] / f"{digest}.json"
