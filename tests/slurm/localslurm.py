@@ -1,5 +1,6 @@
 """A single-node Slurm on localhost for tests: munge, slurmctld and slurmd from Debian's packages
-(slurm-wlm, munge), a private slurm.conf (own ports, state and pid files under one directory), a
+(slurm-wlm, munge), a slurm.conf of its own (free ports; state, pid and log files under one
+directory; written to /etc/slurm, marked, since job steps look only there, and removed on stop), a
 fake GPU gres and partitions named as in profiles/slurm ("cpu", "gpu").
 
     python tests/slurm/localslurm.py start DIR    # prints the SLURM_CONF to export
@@ -25,6 +26,10 @@ from pathlib import Path
 
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scancel")
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
+# Job steps (srun inside a job) find the configuration only at the default path: SLURM_CONF does not
+# reach them. So the config goes to /etc/slurm, marked, and is removed again by stop().
+CONF_DIR = Path("/etc/slurm")
+MARK = "# autoqra test cluster (tests/slurm/localslurm.py); removed when it stops\n"
 
 
 def missing() -> str | None:
@@ -36,6 +41,9 @@ def missing() -> str | None:
         return "starting slurmctld/slurmd needs root"
     if not Path("/etc/munge/munge.key").exists():
         return "/etc/munge/munge.key is missing (the munge package creates it)"
+    conf = CONF_DIR / "slurm.conf"
+    if conf.exists() and not conf.read_text().startswith(MARK):
+        return f"{conf} belongs to a Slurm already configured here; not overwriting it"
     return None
 
 
@@ -46,7 +54,7 @@ def _sbin(name: str) -> str:
 class LocalSlurm:
     def __init__(self, root: Path, gpus: int = 2, memory_mb: int = 256000):
         self.root = Path(root).resolve()
-        self.conf = self.root / "slurm.conf"
+        self.conf = CONF_DIR / "slurm.conf"
         self.host = socket.gethostname().split(".")[0]
         self.gpus, self.memory_mb = gpus, memory_mb
         self.started_munge = False
@@ -61,7 +69,8 @@ class LocalSlurm:
             (self.root / d).mkdir(parents=True, exist_ok=True)
         cpus = os.cpu_count() or 1
         gpu_files = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random"][: self.gpus]
-        self.conf.write_text(f"""ClusterName=autoqra-test
+        CONF_DIR.mkdir(parents=True, exist_ok=True)
+        self.conf.write_text(MARK + f"""ClusterName=autoqra-test
 SlurmctldHost={self.host}(127.0.0.1)
 SlurmctldPort={self.ports[0]}
 SlurmdPort={self.ports[1]}
@@ -87,7 +96,7 @@ PartitionName=cpu Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes={self.host} MaxTime=INFINITE State=UP
 """)
         gres = "".join(f"NodeName={self.host} Name=gpu Type=a100 File={f}\n" for f in gpu_files)
-        (self.root / "gres.conf").write_text("AutoDetect=off\n" + gres)
+        (CONF_DIR / "gres.conf").write_text(MARK + "AutoDetect=off\n" + gres)
 
     def _munge_ok(self) -> bool:
         try:
@@ -131,10 +140,14 @@ PartitionName=gpu Nodes={self.host} MaxTime=INFINITE State=UP
 
     def stop(self) -> None:
         """Cancel our jobs and stop the daemons we started (by their pid files)."""
-        if self.conf.exists():
+        if self.conf.exists() and self.conf.read_text().startswith(MARK):
             self.cancel_all()
         for name in ("slurmd", "slurmctld"):
             _kill_pidfile(self.root / f"{name}.pid")
+        for name in ("slurm.conf", "gres.conf"):
+            f = CONF_DIR / name
+            if f.exists() and f.read_text().startswith(MARK):
+                f.unlink()
         started = (self.root / "munge.started")
         if self.started_munge or (started.exists() and started.read_text() == "1"):
             _kill_pidfile(Path("/run/munge/munged.pid"))
