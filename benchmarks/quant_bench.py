@@ -87,7 +87,7 @@ def bench_train(base: BaseModel, shape: ModelShape, data_dir: Path | None, cache
             torch.cuda.reset_peak_memory_stats()
         res = train_lora(built.model, built.tokenizer, records, Fidelity(name="bench", steps=steps), settings, seed=0)
         mm = MemoryModel(shape, plan.backend, plan.group_size)
-        rows.append({"method": name, "plan_hash": plan.hash, "steps": res.steps, "tokens": res.tokens,
+        rows.append({"method": name, "plan_hash": plan.hash, "plan": plan.to_dict(), "steps": res.steps, "tokens": res.tokens,
                      "train_seconds": res.train_seconds, "tokens_per_s": res.tokens_per_s,
                      "peak_memory_bytes": res.peak_memory_bytes,
                      "analytic_total_bytes": mm.plan_bytes(plan) + mm.fixed_bytes, "device": res.device})
