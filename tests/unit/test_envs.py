@@ -95,4 +95,4 @@ def test_the_pth_line_imports_autoqra_from_the_running_checkout(tmp_path):
 
 def test_the_workflow_exports_its_src_for_conda_jobs():
     common = (ROOT / "workflow" / "rules" / "common.smk").read_text()
-    assert 'os.environ["AUTOQRA_SRC"] = str(Path(workflow.basedir) / "src")' in common
+    assert 'AUTOQRA_SRC=str(Path(workflow.basedir) / "src")' in common

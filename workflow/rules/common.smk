@@ -20,10 +20,9 @@ config.update(_validated)
 # for themselves) fetch hub models, datasets and lm-eval task data into HF_HOME first. Set after
 # validation, so that this process's own config checks still see the user's environment; jobs
 # (local subprocesses and sbatch's --export=ALL) inherit it.
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_DATASETS_OFFLINE"] = "1"
-# Jobs in the conda env (--sdm conda) import autoqra from this checkout (envs/autoqra.post-deploy.sh).
-os.environ["AUTOQRA_SRC"] = str(Path(workflow.basedir) / "src")
+# Jobs in the conda env (--sdm conda) import autoqra from this checkout (AUTOQRA_SRC, see
+# envs/autoqra.post-deploy.sh). Set, never read here: the envvars directive is for what users provide.
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", AUTOQRA_SRC=str(Path(workflow.basedir) / "src"))
 if any(m["source"] == "hub" for m in config["models"].values()):
 
     envvars:
