@@ -45,7 +45,7 @@ def plan_memory(model_dir: str | os.PathLike, settings: SensitivitySettings, bac
              fp["device"], fp["peak_gb"], fp["phases"]["fidelity"] / GB, fp["phases"]["plasticity"] / GB,
              free / GB, where)
     check_fits(fp, free, where, settings)
-    return {**fp, "free_bytes": free}
+    return fp  # the free memory is the machine's, not the result's: logged only
 
 
 def run_sensitivity(model_dir: str | os.PathLike, data_dir: str | os.PathLike, cache_dir: str | os.PathLike,
