@@ -6,8 +6,9 @@ each, joined by a local bookkeeping rule) runs against a real single-node Slurm 
 
 - ``single``: every job its own sbatch (the plugin's default);
 - ``arrays``: ``--slurm-array-jobs work``: the shards of a phase in one ``sbatch --array``;
-- ``groups``: ``--groups work=g --group-components g=<shards>`` with the GPU a local resource of at
-  most 1 per group job, i.e. one sbatch per phase whose shards run one after another on one GPU.
+- ``groups``: ``group: g<phase>`` on the GPU rule with ``--group-components g<phase>=<shards>`` and the
+  GPU a local resource of at most 1 per group job, i.e. one sbatch per phase whose shards run one
+  after another on one GPU (a group spanning phases would depend on itself through the local rule).
 
 Writes wall time and sbatch calls (from slurmctld's log) per mode as JSON.
     python benchmarks/slurm_dispatch.py --out benchmarks/results/slurm_dispatch.json
@@ -41,11 +42,15 @@ def previous(wildcards):
     return [] if p == 0 else f"w/gather{{p - 1}}.txt"
 
 
+def phase_group(wildcards):
+    return f"g{{wildcards.p}}"  # one group per phase: a single group across phases would depend on itself
+
+
 rule work:
     input:
         previous,
     output:
-        "w/p{{p}}/s{{s}}.txt",
+        "w/p{{p}}/s{{s}}.txt",{group}
     resources:
         gpu=1,
         slurm_partition="gpu",
@@ -69,14 +74,16 @@ rule gather:
 MODES = {
     "single": [],
     "arrays": ["--slurm-array-jobs", "work"],
-    "groups": ["--groups", "work=g", "--group-components", "g={shards}", "--resources", "gpu=1",
+    "groups": ["--group-components", *[f"g{p}={{shards}}" for p in range(16)], "--resources", "gpu=1",
                "--set-resource-scopes", "gpu=local"],
 }
 
 
 def run_mode(cluster: LocalSlurm, mode: str, work: Path, args: argparse.Namespace) -> dict:
     work.mkdir(parents=True)
-    (work / "Snakefile").write_text(SNAKEFILE.format(phases=args.phases, shards=args.shards, seconds=args.seconds))
+    group = "\n    group:\n        phase_group" if mode == "groups" else ""
+    (work / "Snakefile").write_text(SNAKEFILE.format(phases=args.phases, shards=args.shards, seconds=args.seconds,
+                                                     group=group))
     ctld = cluster.root / "log" / "slurmctld.log"
     before = ctld.read_text().count("_slurm_rpc_submit_batch_job")
     extra = [a.format(shards=args.shards) for a in MODES[mode]]
@@ -114,6 +121,9 @@ def main() -> None:
             results = [run_mode(cluster, m, Path(tmp) / m, args) for m in args.modes.split(",")]
         finally:
             cluster.stop()
+    if args.out.exists():  # keep the other modes' results of an earlier call
+        results += [r for r in json.loads(args.out.read_text())["results"] if r["mode"] not in args.modes.split(",")]
+        results.sort(key=lambda r: list(MODES).index(r["mode"]))
     out = {"settings": vars(args) | {"out": str(args.out)}, "results": results,
            "note": "toy jobs (sleep) on a 2-core machine shared with other work: wall times include Snakemake's "
                    "status polling and are inflated by the load; sbatch calls are exact"}
