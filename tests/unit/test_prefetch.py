@@ -2,6 +2,8 @@
 
 import os
 
+import yaml
+
 from autoqra import prefetch
 from autoqra.config import REPO_ROOT, load_config
 
@@ -22,7 +24,8 @@ def test_offline_sources_need_no_download_and_import_no_hf_library():
 
 
 def test_paper_config_prefetches_every_registry_task():
-    cfg = load_config(REPO_ROOT / "config" / "paper.yaml", base_dir=REPO_ROOT)
+    # read, not validated: validation looks the hub models up in the cache, which CI runs offline
+    cfg = yaml.safe_load((REPO_ROOT / "config" / "paper.yaml").read_text())
     tasks = cfg["lm_eval"]["tasks"]
     assert prefetch.registry_tasks(tasks, TASK_DIR) == sorted(tasks)
     assert prefetch.registry_tasks([*tasks, "synth_mc"], TASK_DIR) == sorted(tasks)
