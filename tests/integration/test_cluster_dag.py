@@ -5,9 +5,10 @@ import os
 from collections import Counter, defaultdict
 
 import pytest
+import yaml
 from workflow_runner import MICRO, ROOT, dry_run_jobs, rule_locality, snakemake
 
-from autoqra.config import load_config
+from autoqra.config import validate_schema
 from autoqra.pipeline.common import evolution_settings, shard_of
 from autoqra.pipeline.methods import hf_evaluation_count
 from autoqra.pipeline.search import phase_size
@@ -43,7 +44,8 @@ def test_gpu_rules_ask_for_one_gpu_and_as_many_cpus_as_threads(paper_jobs):
 
 
 def test_no_gpu_job_has_nothing_to_evaluate(paper_jobs):
-    cfg = load_config(ROOT / "config" / "paper.yaml", base_dir=ROOT)
+    # schema defaults only: the full validation looks the hub models up in the cache (CI is offline)
+    cfg = validate_schema(yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()))
     phases = defaultdict(list)
     for j in paper_jobs:
         w = j["wildcards"]
