@@ -89,9 +89,9 @@ def bench_train(base: BaseModel, shape: ModelShape, data_dir: Path | None, cache
             torch.cuda.reset_peak_memory_stats()
         res = train_lora(built.model, built.tokenizer, records, Fidelity(name="bench", steps=steps), settings, seed=0)
         mm = MemoryModel.for_plan(shape, plan)
-        rows.append({"method": name, "plan_hash": plan.hash, "steps": res.steps, "tokens": res.tokens,
+        rows.append({"method": name, "plan_hash": plan.hash, "plan": plan.to_dict(), "steps": res.steps, "tokens": res.tokens,
                      "train_seconds": res.train_seconds, "tokens_per_s": res.tokens_per_s,
-                     "peak_memory_bytes": res.peak_memory_bytes,
+                     "peak_memory_bytes": res.peak_memory_bytes, "widest_batch": res.extra.get("widest_batch"),
                      "analytic_total_bytes": mm.plan_bytes(plan) + mm.fixed_bytes, "device": res.device})
         del built
     return rows

@@ -28,6 +28,7 @@ import torch
 from autoqra.data import IGNORE_INDEX, collate, load_split
 from autoqra.errors import ConfigError
 from autoqra.io import atomic_write_json
+from autoqra.manifest import code_sha
 from autoqra.memory import MemoryModel, ModelShape
 from autoqra.plan import Plan
 from autoqra.quant.cache import base_sha
@@ -44,6 +45,9 @@ from autoqra.train import (
 
 METRICS = ("accuracy", "neg_loss")
 RECORD_FORMAT = 1  # bump when the record's meaning changes; old cache entries are then ignored
+# The library code a record depends on: its version is part of every cache key, so that changed
+# quantization, training or scoring code never reuses a record computed by the old code.
+EVAL_CODE = ("evaluate.py", "train.py", "quant", "data", "models", "plan.py", "memory.py")
 
 
 @dataclass
@@ -153,6 +157,7 @@ class Evaluator:
         self.train_records = load_split(self.data_dir, "train")
         self.val_records = load_split(self.data_dir, "validation")
         self.data_sha = data_sha(self.data_dir)
+        self.code = code_sha(*EVAL_CODE)
         self._base: Any = None
         self._train_examples: list[dict] | None = None
         self.n_trained = 0  # trainings run by this evaluator (cache hits do not count)
@@ -176,7 +181,7 @@ class Evaluator:
         """Everything besides base model, plan and seed that changes a record."""
         key = {"format": RECORD_FORMAT, "fidelity": fidelity.key(), "train": self.train.key(),
                "eval": asdict(self.eval), "lora_dropout": self.lora_dropout,
-               "alpha_per_rank": self.alpha_per_rank, "data": self.data_sha}
+               "alpha_per_rank": self.alpha_per_rank, "data": self.data_sha, "code": self.code}
         if self.inject_failure:  # only when set, so that ordinary keys stay as they were
             key["inject_failure"] = self.inject_failure
         return key
@@ -232,7 +237,7 @@ class Evaluator:
         return {"pre_loss": pre, "base_loss": base, "quant_error": pre - base}
 
     def _pre_loss(self, plan: Plan) -> float:
-        key = _sha({"format": RECORD_FORMAT, "eval": asdict(self.eval), "data": self.data_sha})[:8]
+        key = _sha({"format": RECORD_FORMAT, "eval": asdict(self.eval), "data": self.data_sha, "code": self.code})[:8]
         path = self.cache_dir / "evals" / self.base_sha[:12] / "pre" / f"{plan.hash}-{key}.json"
         cached = _read_record(path)
         if cached is not None:

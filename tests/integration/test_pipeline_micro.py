@@ -1,6 +1,7 @@
 """The real Snakefile on config/micro.yaml, run in a scratch directory (the same DAG CI and users run)."""
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -131,26 +132,11 @@ def test_rerun_is_a_no_op(micro_run):
 @pytest.mark.parametrize("name", ["micro.yaml", "config.yaml", "paper.yaml"])
 def test_dry_run_builds_dag(tmp_path, name):
     # paper.yaml names hub models: offline they would have to be cached, online they are fetched later
-    res = snakemake(tmp_path, "-n", "--configfile", str(ROOT / "config" / name), offline=name != "paper.yaml")
+    # paper.yaml's gated Llama 3 makes the workflow require HF_TOKEN (envvars); any value parses
+    res = snakemake(tmp_path, "-n", "--configfile", str(ROOT / "config" / name), offline=name != "paper.yaml",
+                    env={"HF_TOKEN": os.environ.get("HF_TOKEN", "hf_dry_run")})
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "model_prepare" in res.stdout
-
-
-def test_paper_dag_on_the_slurm_profile(tmp_path):
-    """The full paper DAG (two models, five search variants, 13 methods x 3 seeds) builds with the
-    SLURM executor profile, and the GPU rules carry their GPU resources."""
-    res = snakemake(tmp_path, "-n", "--configfile", str(ROOT / "config" / "paper.yaml"),
-                    "--profile", str(ROOT / "profiles" / "slurm"), offline=False)
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out[-3000:]
-    total = int(next(line.split()[1] for line in out.splitlines() if line.startswith("total")))
-    assert total > 3000
-    ev = out[out.index("rule search_evaluate:"):]
-    resources = next(line for line in ev.splitlines() if line.strip().startswith("resources:"))
-    assert "gpu=1" in resources and "slurm_partition=gpu" in resources and "mem_mb=64000" in resources
-    light = out[out.index("rule search_propose:"):]
-    resources = next(line for line in light.splitlines() if line.strip().startswith("resources:"))
-    assert "gpu" not in resources.replace("slurm_partition=cpu", "")
+    assert "model_prepare" in res.stdout and "prefetch_model" in res.stdout
 
 
 def test_lint_is_clean():

@@ -254,7 +254,8 @@ def test_fig1_without_random_search():
 def test_fig2_pareto_broken_axis_for_far_baselines(results, tmp_path):
     out = [tmp_path / "f2.png"]
     fig = F.fig2_pareto(results["front_autoqra"], results["history"], results["budget"], MODEL,
-                        methods_hf=results["methods_hf"], out=out)
+                        methods_hf=results["methods_hf"], out=out,
+                        labels={"hqq4": "HQQ 4-bit", "lora16": "LoRA 16-bit", "hqq2": "HQQ 2-bit"})
     main, far = fig.axes
     assert main.get_xlabel() == "Memory M(C) (MB)" and "HF score" in main.get_ylabel()
     assert far.get_xlim()[0] < 400 < far.get_xlim()[1]  # 16-bit LoRA drawn beyond the budget

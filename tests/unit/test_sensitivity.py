@@ -14,8 +14,6 @@ from autoqra.quant import BaseModel, QuantCache
 from autoqra.quant.build import quantize_base
 from autoqra.sensitivity import (
     SensitivitySettings,
-    _mean_jsd,
-    _reference,
     calibration_ids,
     correlations,
     fidelity_sensitivity,
@@ -26,6 +24,7 @@ from autoqra.sensitivity import (
     run_sensitivity,
     write_priors,
 )
+from autoqra.sensitivity.fidelity import jsd_sum, probe_plan, reference, run_layers
 
 MICRO = {"source": "micro", "id": None, "revision": None, "micro": None}
 DATA = {"source": "synthetic", "name": "s", "path": None, "id": None, "n_train": 200, "n_val": 50,
@@ -111,13 +110,24 @@ def test_fidelity_is_zero_at_16_bit_positive_at_low_bits_and_grows_as_bits_drop(
 def test_probe_from_cached_block_inputs_matches_a_full_forward(base, records, tmp_path):
     cache = QuantCache(tmp_path, base.base_id)
     calib = calibration_ids(base.tokenizer, SensitivitySettings(**FAST), records)
-    ref, hidden = _reference(base.model, calib, 2, base.device)
-    assert len(hidden) == 2 and len(hidden[0]) == 4 and hidden[0][0].shape == (2, 32, 64)
-    for block in (0, 2, 3):
-        bits = tuple(2 if b == block else 16 for b in range(4))
-        model = quantize_base(base, Plan(bits, (1,) * 4, group_size=32), cache)
-        full = _mean_jsd(model, None, calib, 2, base.device, ref, hidden)
-        assert full > 0 and _mean_jsd(model, block, calib, 2, base.device, ref, hidden) == pytest.approx(full, rel=1e-5)
+    ids = calib[:2]
+    ref, inputs = reference(base.model, ids)
+    assert len(inputs) == 4 and inputs[0].shape == (2, 32, 64) and ref.shape == (2, 32, 64)
+    probe = quantize_base(base, probe_plan(4, 2, "hqq", 32), cache)
+    low, own = list(probe.get_submodule("model").layers), list(base.model.get_submodule("model").layers)
+    head = base.model.get_output_embeddings()
+    with torch.no_grad():
+        base_logp = torch.log_softmax(base.model(input_ids=ids).logits, -1)
+        for block in (0, 2, 3):
+            full = run_layers(probe, [*own[:block], low[block], *own[block + 1:]], input_ids=ids)
+            cut = run_layers(probe, [low[block], *own[block + 1:]], hidden=inputs[block])
+            jsd_full, jsd_cut = jsd_sum(head, ref, full, 7), jsd_sum(head, ref, cut, 64)  # chunking is exact
+            assert jsd_full > 0 and jsd_cut == pytest.approx(jsd_full, rel=1e-5)
+            # the swapped-in block is "block ℓ alone at low bits": the same as a copy quantized at ℓ only
+            bits = tuple(2 if b == block else 16 for b in range(4))
+            alone = quantize_base(base, Plan(bits, (1,) * 4, group_size=32), cache)(input_ids=ids).logits
+            expect = jsd_from_logits(base_logp, alone).double().sum().item()
+            assert jsd_full == pytest.approx(expect, rel=1e-5)
 
 
 def test_run_gives_varying_finite_priors(run):
@@ -145,7 +155,7 @@ def test_rerun_is_identical_and_reuses_the_quantized_block_cache(run, dirs):
 
 
 def test_stage0_result_is_cached_across_runs(run, dirs, tmp_path, monkeypatch):
-    import autoqra.sensitivity as sens
+    import autoqra.sensitivity.stage as sens
 
     cache = tmp_path / "shared"
     rows, summary = sens.cached_run_sensitivity(*dirs, cache, SensitivitySettings(**FAST), "hqq", 32)
@@ -162,6 +172,10 @@ def test_stage0_result_is_cached_across_runs(run, dirs, tmp_path, monkeypatch):
         sens.cached_run_sensitivity(*dirs, cache, SensitivitySettings(**{**FAST, "seed": 1}), "hqq", 32)
     with pytest.raises(AssertionError, match="recomputed"):
         sens.cached_run_sensitivity(*dirs, cache, SensitivitySettings(**FAST), "hqq", 64)
+    with monkeypatch.context() as m:  # changed library code: another entry
+        m.setattr(sens, "code_sha", lambda *parts: "0" * 16)
+        with pytest.raises(AssertionError, match="recomputed"):
+            sens.cached_run_sensitivity(*dirs, cache, SensitivitySettings(**FAST), "hqq", 32)
     entry = next((cache / "sensitivity").rglob("*.json"))
     entry.write_text('{"key": ')  # a torn entry is recomputed, not trusted
     with pytest.raises(AssertionError, match="recomputed"):
@@ -173,6 +187,13 @@ def test_seed_changes_the_plasticity_probe(base, records, tmp_path):
     a = plasticity(base, cache, base.tokenizer, records, SensitivitySettings(**FAST, seed=0))
     b = plasticity(base, cache, base.tokenizer, records, SensitivitySettings(**FAST, seed=1))
     assert np.all(a > 0) and not np.allclose(a, b)
+
+
+def test_gradient_checkpointing_leaves_the_plasticity_probe_unchanged(base, records, tmp_path):
+    cache = QuantCache(tmp_path, base.base_id)
+    plain = plasticity(base, cache, base.tokenizer, records, SensitivitySettings(**FAST))
+    ckpt = plasticity(base, cache, base.tokenizer, records, SensitivitySettings(**FAST, grad_checkpointing=True))
+    assert np.all(plain > 0) and np.allclose(ckpt, plain, rtol=1e-5, atol=0)
 
 
 def test_loss_drop_plasticity_runs_and_lowers_the_loss(base, records, tmp_path):

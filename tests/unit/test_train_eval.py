@@ -312,3 +312,13 @@ def test_quant_error_is_the_loss_increase_before_finetuning(env, tmp_path):
     assert ev.n_trained == 0  # nothing trained; the next call is served from the cache
     again = ev.quant_error(Plan.uniform(4, 2, 8, group_size=32))
     assert again == two and len(list((tmp_path / "evals").rglob("pre/*.json"))) == 3
+
+
+def test_evaluation_cache_key_carries_the_library_code_version(env, monkeypatch):
+    plan = PLAN
+    now = make_evaluator(env)
+    assert now.settings_key(now.fidelity("lf"))["code"] == now.code and len(now.code) == 16
+    monkeypatch.setattr(evaluate_mod, "code_sha", lambda *parts: "0" * 16)  # e.g. train.py edited
+    edited = make_evaluator(env)
+    assert edited.record_path(plan, "lf", 0) != now.record_path(plan, "lf", 0)
+    assert edited.record_path(plan, "lf", 0).parent == now.record_path(plan, "lf", 0).parent

@@ -4,13 +4,14 @@
 
 rule random_propose:
     """Feasible plans drawn uniformly from the ladders (as many HF evaluations as AutoQRA spends)."""
+    localrule: True
     input:
         model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
     output:
         "results/random/{model}/hf.json",
     params:
-        space=config["search_space"],
+        space=space_params(),
         n=random_evaluations(),
         seed=config["seed"],
     priority: 5
@@ -33,10 +34,10 @@ rule random_evaluate:
     output:
         "results/random/{model}/hf-shard{shard}.jsonl",
     params:
-        space=config["search_space"],
+        space=space_params(),
         evaluator=evaluator_params(),
         cache_dir=config["cache_dir"],
-        shards=RANDOM_SHARDS,
+        shards=random_shards(),
         seed=config["seed"],
     priority: 5
     log:
@@ -54,6 +55,7 @@ rule random_evaluate:
 
 rule random_select:
     """The best random plan by AutoQRA's utility, and every random observation."""
+    localrule: True
     input:
         model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
@@ -64,8 +66,8 @@ rule random_select:
         plan="results/random/{model}/plan.json",
         summary="results/random/{model}/summary.json",
     params:
-        space=config["search_space"],
-        refine=config["refine"],
+        space=space_params(),
+        refine=refine_params(),
         seed=config["seed"],
     priority: 5
     log:
@@ -78,6 +80,7 @@ rule random_select:
 
 rule method_plan:
     """The plan a method fine-tunes: a search's final plan, a uniform/sequential baseline or the random best."""
+    localrule: True
     input:
         model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
@@ -86,8 +89,8 @@ rule method_plan:
     output:
         "results/methods/{model}/{method}/plan.json",
     params:
-        spec=lambda wc: config["methods"][wc.method],
-        space=config["search_space"],
+        spec=get_method_spec,
+        space=space_params(),
         seed=config["seed"],
     log:
         "results/logs/method_plan/{model}/{method}.log",
@@ -107,7 +110,7 @@ rule optuna_search:
     output:
         "results/optuna/{model}/summary.json",
     params:
-        space=config["search_space"],
+        space=space_params(),
         evaluator=evaluator_params(),
         cache_dir=config["cache_dir"],
         n=optuna_evaluations(),
@@ -137,7 +140,7 @@ rule methods_hf:
     output:
         "results/methods_hf/{model}.tsv",
     params:
-        methods=config["methods"],
+        groups=method_groups(),
         evaluator=evaluator_params(),
         cache_dir=config["cache_dir"],
         seed=config["seed"],

@@ -16,24 +16,33 @@ except ConfigError as e:
 config.clear()
 config.update(_validated)
 
-# Nothing downloads at run time unless the config names a hub model or dataset (paper scale).
-if "hub" not in {m["source"] for m in config["models"].values()} | {config["data"]["source"]}:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Jobs never download: the prefetch rules (localrules on the submit host, which lift this switch
+# for themselves) fetch hub models, datasets and lm-eval task data into HF_HOME first. Set after
+# validation, so that this process's own config checks still see the user's environment; jobs
+# (local subprocesses and sbatch's --export=ALL) inherit it.
+# Jobs in the conda env (--sdm conda) import autoqra from this checkout (AUTOQRA_SRC, see
+# envs/autoqra.post-deploy.sh). Set, never read here: the envvars directive is for what users provide.
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", AUTOQRA_SRC=str(Path(workflow.basedir) / "src"))
+if any(m["source"] == "hub" for m in config["models"].values()):
 
-# torch threads per training/evaluation job (config job_threads, capped by --cores): on a small CPU
-# one thread per job and one job per core is fastest; profiles may override with set-threads.
-HEAVY_THREADS = max(1, min(int(workflow.cores or 1), config["job_threads"]))
+    envvars:
+        "HF_TOKEN",  # gated hub models (Llama 3); passed on to jobs by executors that do not inherit it
+
+
+# torch threads per training/evaluation job, from the config (job_threads). Snakemake caps a job's
+# threads at --cores where one is given (locally); on SLURM each job asks for as many CPUs
+# (cpus_per_task = threads in profiles/slurm). workflow.cores is not read: it raises under a
+# cluster executor run without --cores.
+HEAVY_THREADS = config["job_threads"]
 MODELS = sorted(config["models"])
 DATASET = config["data"]["name"]
 DATA = f"results/data/{DATASET}"
 GENERATIONS = config["search"]["generations"]
-SHARDS = config["search"]["shards"]
+SHARDS = config["search"]["shards"]  # the most evaluation jobs per phase; search_shards() gives each phase's
 VARIANTS = sorted(config["search"]["variants"])
 REFINE_ITERATIONS = config["refine"]["iterations"]
-REFINE_SHARDS = config["refine"]["shards"]
+REFINE_SHARDS = min(config["refine"]["shards"], config["refine"]["q"])  # a job per candidate at most
 METHODS = sorted(config["methods"])
-RANDOM_SHARDS = config["random_search"]["shards"]
 LM_EVAL_TASK_DIR = str(Path(workflow.basedir) / "workflow" / "resources" / "lm_eval_tasks")
 
 
@@ -47,6 +56,58 @@ wildcard_constraints:
     t=r"\d+",
     method="|".join(METHODS),
     seed=r"\d+",
+
+
+# -- narrow params: a rule's params carry only the config keys it reads -------------------------
+# (so that editing another key, e.g. one ablation or one method's label, does not rerun it; check
+# with `snakemake -n --list-changes params`). Key lists follow what the library reads.
+def config_keys(section, keys):
+    """``config[section]`` cut down to ``keys`` (those present)."""
+    part = config[section]
+    return {k: part[k] for k in keys if k in part}
+
+
+def _fields(cls):
+    return tuple(cls.__dataclass_fields__)
+
+
+def space_params(*extra):
+    """What autoqra.pipeline.common.search_space reads (ladders, quantizer map, HQQ group size and
+    axis), plus ``extra``."""
+    return config_keys("search_space", ("bits", "ranks", "quantizers", "group_size", "hqq_axis", *extra))
+
+
+def search_params():
+    """The search section as EvolutionSettings reads it (not the variants, not the shard count)."""
+    from autoqra.search.evolution import EvolutionSettings
+
+    return config_keys("search", _fields(EvolutionSettings))
+
+
+def refine_params():
+    """The refine section as TrustRegionSettings reads it (not the shard count)."""
+    from autoqra.search.trust_region import TrustRegionSettings
+
+    return config_keys("refine", _fields(TrustRegionSettings))
+
+
+DATA_KEYS = ("name", "source", "path", "id", "split", "n_train", "n_val", "n_test", "skills")
+
+
+def get_method_spec(wildcards):
+    """What decides a method's plan: not its label, table group or fine-tuning seeds."""
+    spec = config["methods"][wildcards.method]
+    return {k: v for k, v in spec.items() if k not in ("label", "group", "seeds")}
+
+
+def method_groups():
+    """method -> table group (methods_hf tags baselines with it; labels are the figures' business)."""
+    return {m: spec["group"] for m, spec in config["methods"].items()}
+
+
+def method_labels():
+    """method -> display label (default: the method's name)."""
+    return {m: spec["label"] or m for m, spec in config["methods"].items()}
 
 
 def get_model_spec(wildcards):
@@ -79,34 +140,43 @@ def get_previous_select(wildcards):
     return f"results/search/{wildcards.model}/{wildcards.variant}/g{g - 1}/select.json"
 
 
-def get_phase_shards(wildcards, phase):
-    return expand(
-        "results/search/{model}/{variant}/g{g}/{phase}-shard{shard}.jsonl",
-        model=wildcards.model,
-        variant=wildcards.variant,
-        g=wildcards.g,
-        phase=phase,
-        shard=range(SHARDS),
-    )
+# -- evaluation shards: one GPU job per shard, never one with nothing to evaluate ----------------
+def n_shards(candidates, shards):
+    """Evaluation jobs for at most ``candidates`` candidates split ``shards`` ways: none for none."""
+    return min(int(shards), int(candidates))
+
+
+def search_shards(variant, g, phase):
+    """Jobs of one Stage-1 phase: min(search.shards, the phase's candidates): the population at
+    generation 0, then the offspring at LF and min(promote, offspring) at HF, no LF when single-fidelity."""
+    from autoqra.pipeline.common import evolution_settings
+    from autoqra.pipeline.search import phase_size
+
+    settings = evolution_settings(config["search"], config["search"]["variants"][variant])
+    return n_shards(phase_size(settings, int(g), phase), SHARDS)
+
+
+def search_shard_files(model, variant, g, phase):
+    return [f"results/search/{model}/{variant}/g{g}/{phase}-shard{k}.jsonl"
+            for k in range(search_shards(variant, g, phase))]
+
+
+def get_search_shards(wildcards):
+    """The shard count of a search_evaluate job's phase (its candidates are split this many ways)."""
+    return search_shards(wildcards.variant, wildcards.g, wildcards.phase)
 
 
 def get_lf_shards(wildcards):
-    return get_phase_shards(wildcards, "lf")
+    return search_shard_files(wildcards.model, wildcards.variant, wildcards.g, "lf")
 
 
 def get_hf_shards(wildcards):
-    return get_phase_shards(wildcards, "hf")
+    return search_shard_files(wildcards.model, wildcards.variant, wildcards.g, "hf")
 
 
 def get_all_search_shards(wildcards):
-    return expand(
-        "results/search/{model}/{variant}/g{g}/{phase}-shard{shard}.jsonl",
-        model=wildcards.model,
-        variant=wildcards.variant,
-        g=range(GENERATIONS + 1),
-        phase=("lf", "hf"),
-        shard=range(SHARDS),
-    )
+    return [f for g in range(GENERATIONS + 1) for phase in ("lf", "hf")
+            for f in search_shard_files(wildcards.model, wildcards.variant, g, phase)]
 
 
 def get_last_select(wildcards):
@@ -182,8 +252,13 @@ def uses_optuna():
     return config["optuna_search"]["enabled"]
 
 
+def random_shards():
+    """Jobs of the random search: min(random_search.shards, its evaluations)."""
+    return n_shards(random_evaluations(), config["random_search"]["shards"])
+
+
 def get_random_shards(wildcards):
-    return expand("results/random/{model}/hf-shard{shard}.jsonl", model=wildcards.model, shard=range(RANDOM_SHARDS))
+    return expand("results/random/{model}/hf-shard{shard}.jsonl", model=wildcards.model, shard=range(random_shards()))
 
 
 def finetune_params():

@@ -8,6 +8,7 @@ rule lm_eval:
         plan="results/methods/{model}/{method}/plan.json",
         adapter="results/finetune/{model}/{method}/s{seed}/adapter",
         test=f"{DATA}/test.jsonl",
+        prefetched="results/prefetch/lm_eval.json",
     output:
         "results/lm_eval/{model}/{method}/s{seed}.json",
     params:

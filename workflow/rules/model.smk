@@ -1,5 +1,7 @@
 rule model_prepare:
     """Provision a base model as a plain HF directory (micro random Llama, offline SmolLM2, hub id, local dir)."""
+    input:
+        prefetched="results/prefetch/models/{model}.json",
     output:
         hf=directory("results/models/{model}/hf"),
     params:

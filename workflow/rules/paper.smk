@@ -9,6 +9,7 @@ PAPER_OPTUNA = config.get("optuna_search", {}).get("enabled", False)
 
 rule paper_tables:
     """Tables 1-4 (main results, efficiency, ablations, search cost) as CSV and LaTeX."""
+    localrule: True
     input:
         aggregate="results/summary/aggregate.tsv",
         search_cost="results/summary/search_cost.tsv",
@@ -74,6 +75,7 @@ rule paper_tables:
 
 rule paper_fig1_quant_error:
     """Figure 1: quantization error before fine-tuning vs HF score after it (random plans)."""
+    localrule: True
     input:
         random="results/random/{model}/summary.json",
     output:
@@ -101,6 +103,7 @@ rule paper_fig1_quant_error:
 
 rule paper_fig2_pareto:
     """Figure 2: memory vs HF score of the searched plans, the Stage-1 front, the final plan and the baselines."""
+    localrule: True
     input:
         front="results/search/{model}/autoqra/front.json",
         history="results/final/{model}/autoqra/history.json",
@@ -121,6 +124,8 @@ rule paper_fig2_pareto:
             subcategory="{model}",
             labels={"model": "{model}", "figure": "Pareto front", "format": "PNG"},
         ),
+    params:
+        labels=method_labels(),
     log:
         "results/logs/paper_fig2_pareto/{model}.log",
     conda:
@@ -131,6 +136,7 @@ rule paper_fig2_pareto:
 
 rule paper_fig3_search_efficiency:
     """Figure 3: hypervolume per generation of every variant; best feasible HF score vs HF evaluations."""
+    localrule: True
     input:
         hypervolumes=expand("results/search/{{model}}/{variant}/hypervolume.tsv", variant=VARIANTS),
         history="results/final/{model}/autoqra/history.json",
@@ -165,6 +171,7 @@ rule paper_fig3_search_efficiency:
 
 rule paper_fig4_plan:
     """Figure 4: bits and ranks per block of the final AutoQRA plan with the priors I_q and I_r."""
+    localrule: True
     input:
         plan="results/final/{model}/autoqra/plan.json",
         priors="results/sensitivity/{model}/priors.tsv",
@@ -193,6 +200,7 @@ rule paper_fig4_plan:
 
 rule paper_fig5_stage2:
     """Figure 5: utility of the Stage-1 plans and of each Stage-2 batch, best so far, trust-region radius."""
+    localrule: True
     input:
         history="results/final/{model}/autoqra/history.json",
     output:
@@ -220,6 +228,7 @@ rule paper_fig5_stage2:
 
 rule paper_fig6_priors:
     """Figure 6: I_q vs I_r per block with their correlations."""
+    localrule: True
     input:
         priors="results/sensitivity/{model}/priors.tsv",
         correlations="results/sensitivity/{model}/correlations.json",
@@ -248,5 +257,6 @@ rule paper_fig6_priors:
 
 rule paper:
     """Target: every paper table and figure (snakemake paper)."""
+    localrule: True
     input:
         paper_outputs(),

@@ -4,6 +4,7 @@
 
 rule refine_propose:
     """q candidates inside the trust region (log-EI on a Matern-5/2 GP of the utility)."""
+    localrule: True
     input:
         model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
@@ -13,8 +14,8 @@ rule refine_propose:
     output:
         "results/refine/{model}/{variant}/t{t}/hf.json",
     params:
-        space=config["search_space"],
-        refine=config["refine"],
+        space=space_params(),
+        refine=refine_params(),
         seed=config["seed"],
     priority: 10
     log:
@@ -37,8 +38,8 @@ rule refine_evaluate:
     output:
         "results/refine/{model}/{variant}/t{t}/hf-shard{shard}.jsonl",
     params:
-        space=config["search_space"],
-        refine=config["refine"],
+        space=space_params(),
+        refine=refine_params(),
         evaluator=evaluator_params(),
         cache_dir=config["cache_dir"],
         shards=REFINE_SHARDS,
@@ -59,6 +60,7 @@ rule refine_evaluate:
 
 rule refine_update:
     """Tell the HF scores; the radius grows after successes and shrinks after failures (TuRBO)."""
+    localrule: True
     input:
         model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
@@ -68,8 +70,8 @@ rule refine_update:
     output:
         "results/refine/{model}/{variant}/t{t}/update.json",
     params:
-        space=config["search_space"],
-        refine=config["refine"],
+        space=space_params(),
+        refine=refine_params(),
         seed=config["seed"],
     priority: 10
     log:
@@ -82,6 +84,7 @@ rule refine_update:
 
 rule final_plan:
     """The best feasible plan (utility) with its Stage-1/Stage-2 history."""
+    localrule: True
     input:
         model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
@@ -93,8 +96,8 @@ rule final_plan:
         stage1_plan="results/final/{model}/{variant}/stage1_plan.json",
         history="results/final/{model}/{variant}/history.json",
     params:
-        space=config["search_space"],
-        refine=config["refine"],
+        space=space_params(),
+        refine=refine_params(),
         seed=config["seed"],
     priority: 10
     log:

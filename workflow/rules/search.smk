@@ -5,6 +5,7 @@
 
 rule search_propose:
     """Offspring of generation g (the warm-started initial population for g = 0)."""
+    localrule: True
     input:
         model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
@@ -13,8 +14,8 @@ rule search_propose:
     output:
         "results/search/{model}/{variant}/g{g}/lf.json",
     params:
-        space=config["search_space"],
-        search=config["search"],
+        space=space_params(),
+        search=search_params(),
         variant=get_variant,
         seed=config["seed"],
     priority: 10
@@ -38,12 +39,12 @@ rule search_evaluate:
     output:
         "results/search/{model}/{variant}/g{g}/{phase}-shard{shard}.jsonl",
     params:
-        space=config["search_space"],
-        search=config["search"],
+        space=space_params(),
+        search=search_params(),
         variant=get_variant,
         evaluator=evaluator_params(),
         cache_dir=config["cache_dir"],
-        shards=SHARDS,
+        shards=get_search_shards,
         seed=config["seed"],
     priority: 10
     log:
@@ -61,6 +62,7 @@ rule search_evaluate:
 
 rule search_promote:
     """Tell the LF scores; the performance model picks the offspring promoted to HF."""
+    localrule: True
     input:
         model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
@@ -70,8 +72,8 @@ rule search_promote:
     output:
         "results/search/{model}/{variant}/g{g}/hf.json",
     params:
-        space=config["search_space"],
-        search=config["search"],
+        space=space_params(),
+        search=search_params(),
         variant=get_variant,
         seed=config["seed"],
     priority: 10
@@ -85,6 +87,7 @@ rule search_promote:
 
 rule search_select:
     """Tell the HF scores; constrained non-dominated sorting + crowding keeps the population."""
+    localrule: True
     input:
         model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
@@ -94,8 +97,8 @@ rule search_select:
     output:
         "results/search/{model}/{variant}/g{g}/select.json",
     params:
-        space=config["search_space"],
-        search=config["search"],
+        space=space_params(),
+        search=search_params(),
         variant=get_variant,
         seed=config["seed"],
     priority: 10
@@ -109,6 +112,7 @@ rule search_select:
 
 rule search_front:
     """The Stage-1 Pareto front, every evaluation record and the hypervolume per generation."""
+    localrule: True
     input:
         model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
@@ -121,8 +125,8 @@ rule search_front:
         hypervolume="results/search/{model}/{variant}/hypervolume.tsv",
         manifest="results/search/{model}/{variant}/manifest.json",
     params:
-        space=config["search_space"],
-        search=config["search"],
+        space=space_params(),
+        search=search_params(),
         variant=get_variant,
         seed=config["seed"],
     priority: 10

@@ -9,7 +9,7 @@ rule sensitivity:
         manifest="results/sensitivity/{model}/manifest.json",
     params:
         settings=config["sensitivity"],
-        space=config["search_space"],
+        space=space_params("lora_alpha_per_rank"),
         max_seq_len=config["data"]["max_seq_len"],
         cache_dir=config["cache_dir"],
         seed=config["seed"],

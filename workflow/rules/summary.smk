@@ -3,6 +3,7 @@
 
 rule summarize:
     """results/summary/*.tsv: per-run results, mean/std over seeds, search cost per stage."""
+    localrule: True
     input:
         unpack(get_summary_inputs),
     output:

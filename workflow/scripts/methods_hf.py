@@ -11,5 +11,5 @@ set_threads(sm.threads)
 model_dir = Path(sm.input.model)
 evaluator = make_evaluator(model_dir, Path(sm.input.train).parent, sm.params.cache_dir, sm.params.evaluator)
 plans = {Path(p).parent.name: p for p in sm.input.plans}
-for row in methods_hf(model_dir, plans, sm.params.methods, evaluator, sm.params.seed, sm.output[0]):
+for row in methods_hf(model_dir, plans, sm.params.groups, evaluator, sm.params.seed, sm.output[0]):
     log.info("%s", row)

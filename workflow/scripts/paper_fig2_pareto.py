@@ -5,5 +5,5 @@ from autoqra.runlog import setup_logging
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 log = setup_logging(sm.log[0])
 fig2_pareto(sm.input.front, sm.input.history, sm.input.budget, sm.wildcards.model,
-            methods_hf=sm.input.methods_hf, out=[sm.output.pdf, sm.output.png])
+            methods_hf=sm.input.methods_hf, labels=sm.params.labels, out=[sm.output.pdf, sm.output.png])
 log.info("wrote %s, %s", sm.output.pdf, sm.output.png)

@@ -21,6 +21,6 @@ rows, summary = cached_run_sensitivity(Path(sm.input.model), Path(sm.input.train
 write_priors(rows, sm.output.priors)
 atomic_write_json(sm.output.summary, summary)
 write_manifest(sm.output.manifest, "sensitivity", {"sensitivity": sm.params.settings, "space": space},
-               seed=sm.params.seed, extra={"timings": summary.get("timings")})
+               seed=sm.params.seed, extra={"timings": summary.get("timings"), "memory": summary.get("memory")})
 log.info("priors for %d blocks (from the cache: %s); correlations %s", len(rows), summary["cached"],
          summary.get("correlations"))

@@ -151,17 +151,17 @@ def optuna_search(model_dir: str | os.PathLike, space_cfg: Mapping, budget_json:
     return summary
 
 
-def methods_hf(model_dir: str | os.PathLike, plan_files: Mapping[str, str], methods: Mapping[str, Mapping],
+def methods_hf(model_dir: str | os.PathLike, plan_files: Mapping[str, str], groups: Mapping[str, str],
                evaluator: Any, seed: int, out_tsv: str | os.PathLike) -> list[list]:
-    """Every method's plan scored at HF (the search's own scale), for plotting baselines on the front."""
+    """Every method's plan scored at HF (the search's own scale), for plotting baselines on the front;
+    ``groups``: method -> table group (display labels are left to the figures)."""
     from autoqra.io import atomic_write_tsv
 
     rows = []
     for method in sorted(plan_files):
         plan = Plan.load(plan_files[method])
         rec = evaluator.evaluate(plan, "hf", seed)
-        spec = methods[method]
-        rows.append([method, spec.get("label") or method, spec.get("group", "baseline"), plan.hash,
-                     rec["memory_bytes"], rec["score"], rec["status"]])
-    atomic_write_tsv(out_tsv, ("method", "label", "group", "plan_hash", "memory_bytes", "hf_score", "status"), rows)
+        rows.append([method, groups.get(method, "baseline"), plan.hash, rec["memory_bytes"], rec["score"],
+                     rec["status"]])
+    atomic_write_tsv(out_tsv, ("method", "group", "plan_hash", "memory_bytes", "hf_score", "status"), rows)
     return rows

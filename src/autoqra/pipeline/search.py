@@ -54,6 +54,22 @@ class SearchContext:
         return EvolutionarySearch.from_state(self.space, self.imp_q, self.imp_r, doc["state"]), doc
 
 
+def phase_size(settings: Any, generation: int, phase: str) -> int:
+    """The most candidates phase ``phase`` of ``generation`` can hold (fewer after an early stop or
+    when the feasible space runs out): what sizes its evaluation jobs. Generation 0 evaluates the
+    whole initial population at both fidelities; later generations their offspring at LF and the
+    ``promote`` best of them at HF; a single-fidelity search has no LF phase."""
+    if phase not in ("lf", "hf"):
+        raise ValueError(f"phase {phase!r}: expected 'lf' or 'hf'")
+    if phase == "lf" and not settings.multi_fidelity:
+        return 0
+    if generation == 0:
+        return settings.population
+    if phase == "hf" and settings.multi_fidelity:
+        return min(settings.promote, settings.n_offspring)
+    return settings.n_offspring
+
+
 def _write_phase(path, search: EvolutionarySearch, generation: int, phase: str, candidates: Sequence,
                  done: bool, **extra) -> None:
     atomic_write_json(path, {"generation": generation, "phase": phase, "done": done,

@@ -210,8 +210,9 @@ def _place_labels(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence
 
 @_figure_function
 def fig2_pareto(front: PathLike, history: PathLike, budget: PathLike, model: str,
-                methods_hf: PathLike | None = None) -> Figure:
-    """Memory vs HF score: search evaluations, Stage-1 front, final AutoQRA plan, baselines, budget."""
+                methods_hf: PathLike | None = None, labels: Mapping[str, str] | None = None) -> Figure:
+    """Memory vs HF score: search evaluations, Stage-1 front, final AutoQRA plan, baselines (named by
+    ``labels``, method -> display name), budget."""
     front_df, archive = read_front(front)
     hist = read_history(history)
     budget_mb = budget_bytes(budget) / MB
@@ -219,7 +220,7 @@ def fig2_pareto(front: PathLike, history: PathLike, budget: PathLike, model: str
     hf = archive[(archive["fidelity"] == "hf") & np.isfinite(archive["score"])]
     obs = hist["observations"]
     s2 = obs[(obs["origin"] >= 0) & np.isfinite(obs["score"])]
-    base = read_methods_hf(methods_hf) if methods_hf else None
+    base = read_methods_hf(methods_hf, labels) if methods_hf else None
     if base is not None:
         ok_status = base["status"].fillna("ok").astype(str).eq("ok")
         base = base[(base["group"] == "baseline") & ok_status & np.isfinite(base["hf_score"])]

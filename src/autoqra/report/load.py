@@ -26,7 +26,7 @@ SEARCH_COST_COLUMNS = ["model", "stage", "variant", "lf_evaluations", "hf_evalua
                        "device_hours"]
 RECORD_COLUMNS = ["generation", "phase", "plan_hash", "status", "score", "memory_bytes"]
 PRIOR_COLUMNS = ["block", "iq_norm", "ir_norm"]
-METHODS_HF_COLUMNS = ["method", "label", "group", "memory_bytes", "hf_score", "status"]
+METHODS_HF_COLUMNS = ["method", "group", "memory_bytes", "hf_score", "status"]
 
 
 class ReportInputError(AutoQRAError):
@@ -90,10 +90,12 @@ def read_priors(path: PathLike) -> pd.DataFrame:
     return read_tsv(path, PRIOR_COLUMNS, ["block", "iq_norm", "ir_norm", "iq_raw", "ir_raw", "combined"])
 
 
-def read_methods_hf(path: PathLike) -> pd.DataFrame:
-    """results/methods_hf/{model}.tsv: every method's plan scored at HF fidelity."""
+def read_methods_hf(path: PathLike, labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """results/methods_hf/{model}.tsv: every method's plan scored at HF fidelity, with a ``label``
+    column from ``labels`` (method -> display name; the method's name where absent). Labels are not
+    in the file, so that relabelling a method redraws figures without re-evaluating any plan."""
     df = read_tsv(path, METHODS_HF_COLUMNS, ["memory_bytes", "hf_score"])
-    df["label"] = df["label"].where(df["label"].notna(), df["method"])
+    df["label"] = [str((labels or {}).get(m) or m) for m in df["method"]]
     return df
 
 
