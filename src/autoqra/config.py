@@ -95,6 +95,13 @@ def check_semantics(cfg: dict, base_dir: Path) -> None:
         p = _resolve(data["path"], base_dir)
         if not p.is_file():
             raise ConfigError(f"config key 'data.path': file {p} does not exist; expected an Alpaca-format .json/.jsonl file")
+    gsrc = data["general_text"]["source"]
+    if gsrc != "python_docs":
+        p = _resolve(gsrc, base_dir)
+        if not p.is_file():
+            raise ConfigError(f"config key 'data.general_text.source': {gsrc} is neither 'python_docs' nor an "
+                              f"existing text file")
+        data["general_text"]["source"] = str(p)
     if data["source"] == "hub" and not data.get("id"):
         raise ConfigError("config key 'data.id': required when data.source is 'hub' (a dataset id)")
 
