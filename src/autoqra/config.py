@@ -168,7 +168,7 @@ def _check_search_settings(cfg: dict) -> None:
 def _check_methods(cfg: dict) -> None:
     space = cfg["search_space"]
     variants = cfg["search"]["variants"]
-    need = {"search": ("variant",), "uniform": ("bits", "rank"), "sequential": ("rank",), "random": ()}
+    need = {"search": ("variant",), "uniform": ("bits", "rank"), "sequential": ("rank",), "random": (), "base": ()}
     for name, spec in cfg["methods"].items():
         key = f"methods.{name}"
         missing = [k for k in need[spec["plan"]] if k not in spec]

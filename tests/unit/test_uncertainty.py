@@ -72,9 +72,9 @@ def test_ratio_metric_average_and_direction():
     """bits_per_byte = Σ(-ll)/ln2 / Σbytes like lm-eval; the average leaves perplexity tasks out."""
     rows = []
     for method, ll in (("auto", [-100.0, -50.0]), ("worse", [-130.0, -70.0])):
-        for d, (l, b) in enumerate(zip(ll, (60.0, 40.0), strict=True)):
+        for d, (lik, b) in enumerate(zip(ll, (60.0, 40.0), strict=True)):
             rows += [{"model": "m", "method": method, "seed": 0, "task": "general_text", "doc_id": d, "metric": k,
-                      "value": v} for k, v in (("loglikelihood", l), ("bytes", b), ("words", 10.0), ("tokens", 20.0))]
+                      "value": v} for k, v in (("loglikelihood", lik), ("bytes", b), ("words", 10.0), ("tokens", 20.0))]
         rows += mc_rows(method, 0, [1, 0, 1, 1])
     unc = bootstrap_model(pd.DataFrame(rows), "auto", extra={"general_text": ["nats_per_token"]}, n_boot=200)
     unc = unc.set_index(["method", "task", "metric"])

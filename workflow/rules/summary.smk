@@ -2,13 +2,16 @@
 
 
 rule summarize:
-    """results/summary/*.tsv: per-run results, mean/std over seeds, search cost per stage."""
+    """results/summary/*.tsv: per-run results, mean/std over seeds, search cost per stage, per-document
+    values and their paired bootstrap intervals."""
     input:
         unpack(get_summary_inputs),
     output:
         results="results/summary/results.tsv",
         aggregate="results/summary/aggregate.tsv",
         search_cost="results/summary/search_cost.tsv",
+        docs="results/summary/docs.tsv",
+        uncertainty="results/summary/uncertainty.tsv",
         manifest="results/summary/manifest.json",
     params:
         methods=config["methods"],

@@ -54,7 +54,6 @@ def load_paragraphs(source: str, base_dir: str | os.PathLike = ".") -> tuple[lis
     """Prose paragraphs of ``source`` and a description of where they came from."""
     if source == "python_docs":
         import platform
-
         from pydoc_data import topics
 
         paras = [p for key in sorted(topics.topics) for p in paragraphs_of(topics.topics[key])]
