@@ -69,6 +69,12 @@ def _verdict(lo: float, hi: float, holds_if_above: float | None = None, holds_if
     return HOLDS if hi < holds_if_below else FAILS if lo > holds_if_below else OPEN
 
 
+def _rho_cell(r: Mapping[str, float]) -> str:
+    if not np.isfinite(r["rho"]):
+        return "—"
+    return f"{r['rho']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]".replace("-", "−")
+
+
 def _pts(x: float) -> str:
     return f"{x * 100:+.1f}".replace("-", "−")
 
@@ -129,7 +135,7 @@ def claim_rows(model: str, *, unc: pd.DataFrame, agg: pd.DataFrame, methods: Map
 
     if random_obs is not None and len(random_obs):
         r = spearman_ci(-random_obs["quant_error"], random_obs["score"])
-        ours = "—" if not np.isfinite(r["rho"]) else f"{r['rho']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]"
+        ours = _rho_cell(r)
         add("Static proxy predicts fine-tuned score only moderately (ρ)", "0.46", ours, f"{r['n']} plans",
             _verdict(r["lo"], r["hi"], holds_if_below=STRONG_RHO))
     else:
@@ -158,7 +164,7 @@ def claim_rows(model: str, *, unc: pd.DataFrame, agg: pd.DataFrame, methods: Map
     bits = [b for p in plans for b in p["bits"]]
     ranks = [r for p in plans for r in p["ranks"]]
     r = spearman_ci(bits, ranks)
-    ours = "—" if not np.isfinite(r["rho"]) else f"{r['rho']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]"
+    ours = _rho_cell(r)
     add("Low bits ↔ high rank (ρ of bits and rank over blocks)", "negative (Fig. 3)", ours, f"{r['n']} blocks",
         _verdict(r["lo"], r["hi"], holds_if_below=0.0))
 
