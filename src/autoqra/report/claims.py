@@ -225,3 +225,22 @@ def write_claims(models: Sequence[str], inputs: Mapping[str, Mapping[str, Any]],
     df = claims_frame(rows)
     write_table(df, out_csv, out_tex)
     return df
+
+
+def claim_rows_from_dir(model: str, run_dir, aggregate, uncertainty, cfg: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Table 5's rows of one model from a pipeline run directory (the paths the rules write), with the
+    given (possibly pooled) aggregate and uncertainty tables: used by the study's combine step."""
+    from pathlib import Path
+
+    r = Path(run_dir) / "results"
+
+    def found(p: Path):
+        return p if p.is_file() else None
+
+    return claims_from_files(
+        model, aggregate=aggregate, uncertainty=uncertainty, methods=cfg["methods"],
+        bits=cfg["search_space"]["bits"], ranks=cfg["search_space"]["ranks"],
+        history=found(r / "final" / model / "autoqra" / "history.json"),
+        random_summary=found(r / "random" / model / "summary.json"),
+        fronts=sorted((r / "search" / model).glob("*/front.json")), priors=found(r / "sensitivity" / model / "priors.tsv"),
+        plans=[p for p in [found(r / "final" / model / "autoqra" / "plan.json")] if p])
