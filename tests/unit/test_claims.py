@@ -67,7 +67,7 @@ def inputs(tmp_path):
             "fronts": [write(r / "front.json", {"archive": archive, "budget_bytes": 100.0})],
             "priors": write(r / "priors.tsv", pd.DataFrame({"block": [0, 1], "iq_norm": [0.2, 0.8],
                                                              "ir_norm": [0.5, 0.5]})),
-            "plans": [write(r / "plan.json", plan)]}
+            "plans": [write(r / "plan.json", plan), write(r / "plan_b3.json", plan)]}  # two budgets' plans pooled
 
 
 def test_claims_table_from_hand_made_inputs(inputs, tmp_path):
@@ -75,7 +75,7 @@ def test_claims_table_from_hand_made_inputs(inputs, tmp_path):
     by = {row.Claim.split(" (")[0]: row for row in df.itertuples(index=False)}
     assert len(df) == 7 and list(df.columns) == ["Model", "Claim", "Paper", "Ours [95 % CI]", "n", "Verdict"]
     qlora = by["AutoQRA ≥ QLoRA at ≤ its memory"]
-    assert qlora.Verdict == HOLDS and qlora[3].startswith("+5.0 [+2.0, +8.0]") and "0.050 vs 0.055 GB" in qlora[3]
+    assert qlora.Verdict == HOLDS and qlora[3].startswith("+5.0 [+2.0, +8.0]") and "50.00 vs 55.00 MB" in qlora[3]
     lora = by["AutoQRA close to 16-bit LoRA"]
     assert lora.Verdict == OPEN and lora[3] == "−2.0 [−5.0, +1.0]"
     proxy = next(r for r in df.itertuples(index=False) if r.Claim.startswith("Static proxy"))
@@ -86,7 +86,7 @@ def test_claims_table_from_hand_made_inputs(inputs, tmp_path):
     surrogate = next(r for r in df.itertuples(index=False) if r.Claim.startswith("Performance model"))
     assert surrogate.Verdict == OPEN and surrogate.n == "6 LF/HF pairs"  # too few pairs
     bits_rank = next(r for r in df.itertuples(index=False) if r.Claim.startswith("Low bits"))
-    assert bits_rank.Verdict == HOLDS and bits_rank[3].startswith("−1.00") and bits_rank.n == "6 blocks"
+    assert bits_rank.Verdict == HOLDS and bits_rank[3].startswith("−1.00") and bits_rank.n == "12 blocks"
     general = next(r for r in df.itertuples(index=False) if r.Claim.startswith("(this project)"))
     assert general.Verdict == HOLDS and general[3] == "+0.050 [+0.030, +0.070] vs hqq4"
     tex = (tmp_path / "t5.tex").read_text()

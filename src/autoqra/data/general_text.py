@@ -78,7 +78,7 @@ def part_of(paragraph: str, heldout_fraction: float) -> str:
     return "heldout" if u < heldout_fraction else "search"
 
 
-def split_general(paragraphs: list[str], heldout_fraction: float = 0.5) -> dict[str, list[dict[str, str]]]:
+def split_general(paragraphs: list[str], heldout_fraction: float = 0.3) -> dict[str, list[dict[str, str]]]:
     """The two disjoint parts as records ``{"id": "general-<part>-<i>", "text": ...}``."""
     if not 0.0 < heldout_fraction < 1.0:
         raise ConfigError(f"config key 'data.general_text.heldout_fraction': expected a number in (0, 1), "
@@ -97,7 +97,7 @@ def split_general(paragraphs: list[str], heldout_fraction: float = 0.5) -> dict[
 def general_parts(spec: Mapping[str, Any], base_dir: str | os.PathLike = ".") -> tuple[dict[str, list[dict]], dict]:
     """Both parts for a config entry ``data.general_text`` and the origin description."""
     paras, origin = load_paragraphs(spec.get("source", "python_docs"), base_dir)
-    parts = split_general(paras, float(spec.get("heldout_fraction", 0.5)))
+    parts = split_general(paras, float(spec.get("heldout_fraction", 0.3)))
     return parts, {**origin, "paragraphs": len(paras), "counts": {k: len(v) for k, v in parts.items()}}
 
 

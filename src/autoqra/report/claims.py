@@ -56,6 +56,7 @@ CLOSE_MARGIN = 0.01  # 1 point of task average
 STRONG_RHO = 0.7
 GENERAL_MARGIN = 0.1  # nats/token
 MIN_PAIRS = 16
+MIN_POINTS = 10  # a rank correlation over fewer points gets no verdict
 CLAIM_COLUMNS = ["Model", "Claim", "Paper", "Ours [95 % CI]", "n", "Verdict"]
 
 
@@ -76,7 +77,7 @@ def _rho_cell(r: Mapping[str, float]) -> str:
 
 
 def _pts(x: float) -> str:
-    return f"{x * 100:+.1f}".replace("-", "−")
+    return f"{round(x * 100, 1) + 0.0:+.1f}".replace("-", "−")  # + 0.0: no "−0.0"
 
 
 def vs_baseline(unc: pd.DataFrame, agg: pd.DataFrame, model: str, auto: str, baseline: str) -> dict[str, Any] | None:
@@ -127,7 +128,7 @@ def claim_rows(model: str, *, unc: pd.DataFrame, agg: pd.DataFrame, methods: Map
         ours = f"{_pts(r['delta'])} [{_pts(r['lo'])}, {_pts(r['hi'])}]"
         if kind == "qlora":
             over = r["mem_auto"] > r["mem_base"] * (1 + 1e-9)
-            ours += f"; memory {r['mem_auto']:.3f} vs {r['mem_base']:.3f} GB"
+            ours += f"; memory {r['mem_auto'] * 1e3:.2f} vs {r['mem_base'] * 1e3:.2f} MB"
             verdict = FAILS if over else _verdict(r["lo"], r["hi"], holds_if_above=0.0)
         else:
             verdict = _verdict(r["lo"], r["hi"], holds_if_above=-CLOSE_MARGIN)
@@ -137,7 +138,7 @@ def claim_rows(model: str, *, unc: pd.DataFrame, agg: pd.DataFrame, methods: Map
         r = spearman_ci(-random_obs["quant_error"], random_obs["score"])
         ours = _rho_cell(r)
         add("Static proxy predicts fine-tuned score only moderately (ρ)", "0.46", ours, f"{r['n']} plans",
-            _verdict(r["lo"], r["hi"], holds_if_below=STRONG_RHO))
+            OPEN if r["n"] < MIN_POINTS else _verdict(r["lo"], r["hi"], holds_if_below=STRONG_RHO))
     else:
         add("Static proxy predicts fine-tuned score only moderately (ρ)", "0.46", "—", "—", OPEN)
 
@@ -166,7 +167,7 @@ def claim_rows(model: str, *, unc: pd.DataFrame, agg: pd.DataFrame, methods: Map
     r = spearman_ci(bits, ranks)
     ours = _rho_cell(r)
     add("Low bits ↔ high rank (ρ of bits and rank over blocks)", "negative (Fig. 3)", ours, f"{r['n']} blocks",
-        _verdict(r["lo"], r["hi"], holds_if_below=0.0))
+        OPEN if r["n"] < MIN_POINTS else _verdict(r["lo"], r["hi"], holds_if_below=0.0))
 
     g = general_vs_uniform(unc, agg, methods, model, auto) if auto else None
     if g is None:

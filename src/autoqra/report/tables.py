@@ -53,7 +53,7 @@ def mean_std(mean, std, n_seeds=None, scale: float = 100.0, digits: int = 1) -> 
 
 
 def _signed(x: float, digits: int) -> str:
-    return f"{x:+.{digits}f}".replace("-", "−")
+    return f"{round(x, digits) + 0.0:+.{digits}f}".replace("-", "−")  # + 0.0: no "−0.0"
 
 
 def ci_cell(mean, lo, hi, scale: float = 100.0, digits: int = 1) -> str:
