@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--general-docs", type=int, default=32)
     ap.add_argument("--general-max-len", type=int, default=128)
     ap.add_argument("--hf-steps", type=int, default=5)
-    ap.add_argument("--final-steps", type=int, default=30)
+    ap.add_argument("--final-steps", type=int, default=30, help="0: skip")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--out", default="benchmarks/results/general_ability_cpu.json")
@@ -95,7 +95,7 @@ def main() -> None:
         if a.only and name not in a.only:
             continue
         row = {"bits": list(plan.bits), "backend": plan.backend}
-        for steps in (0, a.hf_steps, a.final_steps):
+        for steps in sorted({0, a.hf_steps, a.final_steps}):
             built = build(model_dir, plan, cache_dir=a.cache, lora_dropout=0.05, seed=0, base=base)
             if steps:
                 c0 = time.process_time()  # CPU seconds: wall time is inflated on a shared machine
