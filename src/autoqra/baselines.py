@@ -20,7 +20,7 @@ from autoqra.errors import ConfigError
 from autoqra.plan import DEFAULT_HQQ_AXIS, Plan
 from autoqra.search.space import EPS, Genome, SearchSpace
 
-PLAN_KINDS = ("search", "uniform", "sequential", "random")
+PLAN_KINDS = ("search", "uniform", "sequential", "random", "base")
 
 
 def uniform_plan(n_blocks: int, bits: int, rank: int, quantizer: str, group_size: int,

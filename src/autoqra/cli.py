@@ -1,4 +1,5 @@
-"""Command line: ``autoqra memory`` (memory breakdown of a plan) and ``autoqra check-config``."""
+"""Command line: ``autoqra memory`` (memory breakdown of a plan), ``autoqra check-config`` and
+``autoqra study`` (the pipeline once per budget of config/study.yaml, then the study's tables)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,18 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from autoqra.study import run_study
+
+    summary = run_study(args.config, cores=args.cores, root=args.root, combine_only=args.combine_only,
+                        snakemake_args=args.snakemake_args)
+    for name, run in summary["runs"].items():
+        wall = run["wall_seconds"]
+        print(f"{name}: {run['dir']}" + ("" if wall is None else f"  ({wall / 60:.1f} min)"))
+    print(f"tables: {args.config} -> see study.out_dir (study.json, table1_main, table3_ablations, table5_claims)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from autoqra.plan import DEFAULT_HQQ_AXIS, QUANTIZERS
 
@@ -86,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("config")
     c.add_argument("--base-dir", default=".", help="directory relative paths resolve against")
     c.set_defaults(func=cmd_check_config)
+    s = sub.add_parser("study", help="run the pipeline once per budget of a study config, then combine the tables")
+    s.add_argument("config", help="e.g. config/study.yaml")
+    s.add_argument("--cores", type=int, default=2)
+    s.add_argument("--root", default=".", help="repository root (relative paths of the config resolve here)")
+    s.add_argument("--combine-only", action="store_true", help="only rebuild the tables from finished runs")
+    s.add_argument("snakemake_args", nargs="*", help="passed to snakemake after --, e.g. -- --keep-going")
+    s.set_defaults(func=cmd_study)
     return ap
 
 

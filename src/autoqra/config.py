@@ -102,6 +102,13 @@ def check_semantics(cfg: dict, base_dir: Path) -> None:
         p = _resolve(data["path"], base_dir)
         if not p.is_file():
             raise ConfigError(f"config key 'data.path': file {p} does not exist; expected an Alpaca-format .json/.jsonl file")
+    gsrc = data["general_text"]["source"]
+    if gsrc != "python_docs":
+        p = _resolve(gsrc, base_dir)
+        if not p.is_file():
+            raise ConfigError(f"config key 'data.general_text.source': {gsrc} is neither 'python_docs' nor an "
+                              f"existing text file")
+        data["general_text"]["source"] = str(p)
     if data["source"] == "hub" and not data.get("id"):
         raise ConfigError("config key 'data.id': required when data.source is 'hub' (a dataset id)")
 
@@ -185,7 +192,7 @@ def _check_search_settings(cfg: dict) -> None:
 def _check_methods(cfg: dict) -> None:
     space = cfg["search_space"]
     variants = cfg["search"]["variants"]
-    need = {"search": ("variant",), "uniform": ("bits", "rank"), "sequential": ("rank",), "random": ()}
+    need = {"search": ("variant",), "uniform": ("bits", "rank"), "sequential": ("rank",), "random": (), "base": ()}
     for name, spec in cfg["methods"].items():
         key = f"methods.{name}"
         missing = [k for k in need[spec["plan"]] if k not in spec]

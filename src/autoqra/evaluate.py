@@ -44,6 +44,7 @@ from autoqra.train import (
 )
 
 METRICS = ("accuracy", "neg_loss")
+GENERAL_SEARCH = "general_search.jsonl"  # the search part of the general text (data_prepare)
 RECORD_FORMAT = 1  # bump when the record's meaning changes; old cache entries are then ignored
 # The library code a record depends on: its version is part of every cache key, so that changed
 # quantization, training or scoring code never reuses a record computed by the old code.
@@ -58,12 +59,33 @@ class EvalSettings:
     max_seq_len: int = 256
     max_examples: int | None = None
     metric: str = "accuracy"
+    # General ability in the score: score = task score - general_weight * general-text loss
+    # (nats/token on general_examples paragraphs of the search part, each cut at general_max_len).
+    general_weight: float = 0.0
+    general_examples: int = 16
+    general_max_len: int = 128
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
             raise ValueError(f"eval.metric: {self.metric!r} unknown; expected one of {METRICS}")
         if self.batch_size < 1:
             raise ValueError(f"eval.batch_size must be >= 1, got {self.batch_size}")
+        if self.general_weight < 0 or self.general_examples < 1 or self.general_max_len < 2:
+            raise ValueError(f"evaluation.general_weight >= 0, general_examples >= 1 and general_max_len >= 2 "
+                             f"expected, got {self.general_weight}, {self.general_examples}, {self.general_max_len}")
+
+    def key(self) -> dict[str, Any]:
+        """The settings of the task score; the general-text ones only when they are used, so that
+        the keys of evaluations without general text stay as they were."""
+        d = asdict(self)
+        general = {k: d.pop(k) for k in ("general_weight", "general_examples", "general_max_len")}
+        if self.general_weight > 0:
+            d["general"] = general
+        return d
+
+    def task_only(self) -> EvalSettings:
+        """The same settings without the general-text term."""
+        return replace(self, general_weight=0.0)
 
 
 def _sequence_scores(model: Any, examples: Sequence[Mapping[str, list[int]]], batch_size: int,
@@ -158,6 +180,12 @@ class Evaluator:
         self.val_records = load_split(self.data_dir, "validation")
         self.data_sha = data_sha(self.data_dir)
         self.code = code_sha(*EVAL_CODE)
+        self.general_texts: list[str] = []
+        if self.eval.general_weight > 0:  # the search part only: the held-out part is the benchmark
+            from autoqra.data.general_text import load_general
+
+            self.general_texts = load_general(self.data_dir / GENERAL_SEARCH)[:self.eval.general_examples]
+            self.data_sha = data_sha(self.data_dir, ("train", "validation", GENERAL_SEARCH.removesuffix(".jsonl")))
         self._base: Any = None
         self._train_examples: list[dict] | None = None
         self.n_trained = 0  # trainings run by this evaluator (cache hits do not count)
@@ -180,7 +208,7 @@ class Evaluator:
     def settings_key(self, fidelity: Fidelity) -> dict[str, Any]:
         """Everything besides base model, plan and seed that changes a record."""
         key = {"format": RECORD_FORMAT, "fidelity": fidelity.key(), "train": self.train.key(),
-               "eval": asdict(self.eval), "lora_dropout": self.lora_dropout,
+               "eval": self.eval.key(), "lora_dropout": self.lora_dropout,
                "alpha_per_rank": self.alpha_per_rank, "data": self.data_sha, "code": self.code}
         if self.inject_failure:  # only when set, so that ordinary keys stay as they were
             key["inject_failure"] = self.inject_failure
@@ -237,7 +265,8 @@ class Evaluator:
         return {"pre_loss": pre, "base_loss": base, "quant_error": pre - base}
 
     def _pre_loss(self, plan: Plan) -> float:
-        key = _sha({"format": RECORD_FORMAT, "eval": asdict(self.eval), "data": self.data_sha, "code": self.code})[:8]
+        key = _sha({"format": RECORD_FORMAT, "eval": self.eval.task_only().key(),
+                    "data": data_sha(self.data_dir), "code": self.code})[:8]
         path = self.cache_dir / "evals" / self.base_sha[:12] / "pre" / f"{plan.hash}-{key}.json"
         cached = _read_record(path)
         if cached is not None:
@@ -249,7 +278,7 @@ class Evaluator:
                       alpha_per_rank=self.alpha_per_rank, device=self.device, seed=0, base=self._base)
         try:
             scores = score_model(built.model, built.tokenizer, self.val_records,
-                                 EvalSettings(**{**asdict(self.eval), "metric": "neg_loss"}))
+                                 replace(self.eval.task_only(), metric="neg_loss"))
         finally:
             del built
             gc.collect()
@@ -273,7 +302,8 @@ class Evaluator:
         rec: dict[str, Any] = {
             "plan_hash": plan.hash, "plan": plan.to_dict(), "quantizers": plan.quantizer_label, "fidelity": fid.name, "fidelity_spec": fid.key(),
             "seed": seed, "base_model": self.base_sha, "data": self.data_sha, "status": "ok", "reason": None,
-            "score": None, "loss": None, "accuracy": None, "train_loss": None, "loss_history": None,
+            "score": None, "loss": None, "accuracy": None, "task_score": None, "general_loss": None,
+            "train_loss": None, "loss_history": None,
             "memory_bytes": plan_bytes, "total_memory_bytes": plan_bytes + mm.fixed_bytes,
             "peak_memory_bytes": None, "train_seconds": None, "eval_seconds": None, "build_seconds": None,
             "tokens_per_s": None, "steps": None, "trainable_params": None, "device": None,
@@ -293,10 +323,21 @@ class Evaluator:
                        train_seconds=res.train_seconds, tokens_per_s=res.tokens_per_s,
                        peak_memory_bytes=res.peak_memory_bytes)
             scores = score_model(built.model, built.tokenizer, self.val_records, self.eval)
+            t_general = time.perf_counter()
             rec.update(loss=scores["loss"], accuracy=scores["accuracy"], eval_seconds=scores["eval_seconds"])
             if not math.isfinite(scores["loss"]):
                 raise TrainingFailed(f"nan_eval_loss: validation loss {scores['loss']}")
-            rec["score"] = scores["score"]
+            rec["task_score"] = rec["score"] = scores["score"]
+            if self.general_texts:
+                from autoqra.general_loss import general_text_loss
+
+                gl = general_text_loss(built.model, built.tokenizer, self.general_texts,
+                                       max_len=self.eval.general_max_len, batch_size=self.eval.batch_size)
+                rec["general_loss"] = gl["loss"]
+                rec["eval_seconds"] += time.perf_counter() - t_general
+                if not math.isfinite(gl["loss"]):
+                    raise TrainingFailed(f"nan_eval_loss: general-text loss {gl['loss']}")
+                rec["score"] = scores["score"] - self.eval.general_weight * gl["loss"]
         except TrainingFailed as e:
             rec.update(status="failed", reason=e.reason, score=None)
         except torch.OutOfMemoryError as e:  # while building or scoring (training converts its own)

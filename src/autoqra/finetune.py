@@ -45,8 +45,11 @@ def measured_plan_bytes(built: Any) -> dict[str, int]:
 def finetune(model_dir: str | os.PathLike, data_dir: str | os.PathLike, plan: Plan, *,
              cache_dir: str | os.PathLike, fidelity: Fidelity, train: TrainSettings, seed: int,
              out_dir: str | os.PathLike, method: str, lora_dropout: float = 0.05, alpha_per_rank: float = 2.0,
-             device: str | None = None, manifest_config: dict | None = None) -> dict[str, Any]:
-    """Train ``plan`` for ``fidelity``; write ``out_dir/adapter`` (peft) and return the record."""
+             device: str | None = None, manifest_config: dict | None = None, untrained: bool = False) -> dict[str, Any]:
+    """Train ``plan`` for ``fidelity``; write ``out_dir/adapter`` (peft) and return the record.
+
+    ``untrained``: no training at all (the untuned-base reference): the adapter is saved as
+    initialised (LoRA B = 0, so the model computes exactly what the base model computes)."""
     import torch
 
     from autoqra.data import load_split
@@ -59,32 +62,40 @@ def finetune(model_dir: str | os.PathLike, data_dir: str | os.PathLike, plan: Pl
     built = build(model_dir, plan, cache_dir=cache_dir, lora_dropout=lora_dropout, alpha_per_rank=alpha_per_rank,
                   device=device, seed=seed, base=base)
     examples = tokenize_records(built.tokenizer, records, train.max_seq_len)
-    res = train_lora(built.model, built.tokenizer, examples, fidelity, train, seed)
+    if untrained:
+        from autoqra.train import TrainResult
+
+        n_trainable = sum(p.numel() for p in built.model.parameters() if p.requires_grad)
+        res = TrainResult(steps=0, train_seconds=0.0, tokens=0, tokens_per_s=0.0, loss_history=[],
+                          final_loss=float("nan"), peak_memory_bytes=0, device=built.info["device"],
+                          trainable_params=n_trainable, n_examples=0)
+    else:
+        res = train_lora(built.model, built.tokenizer, examples, fidelity, train, seed)
     shape = ModelShape.from_path(model_dir)
     mm = MemoryModel.for_plan(shape, plan)
     analytic = mm.plan_bytes(plan)
     measured = measured_plan_bytes(built)
     on_cuda = res.device.startswith("cuda")
-    predicted = predict_training_peak(shape, plan, **res.extra["widest_batch"], lora_dropout=lora_dropout > 0,
-                                      dense_bytes=base.dtype.itemsize,
-                                      act_bytes=2 if on_cuda else base.dtype.itemsize,
-                                      grad_checkpointing=train.grad_checkpointing)
+    predicted = None if untrained else predict_training_peak(
+        shape, plan, **res.extra["widest_batch"], lora_dropout=lora_dropout > 0, dense_bytes=base.dtype.itemsize,
+        act_bytes=2 if on_cuda else base.dtype.itemsize, grad_checkpointing=train.grad_checkpointing)
+    extra = res.extra  # empty for the untrained reference: no peak, no schedule
     record = {
         "method": method, "seed": seed, "plan_hash": plan.hash, "plan": plan.to_dict(), **plan_stats(plan),
         "quantizers": plan.quantizer_label, "memory_analytic_bytes": analytic, "fixed_bytes": mm.fixed_bytes,
         "memory_analytic_total_bytes": analytic + mm.fixed_bytes, "memory_measured_bytes": measured["total"],
         "memory_measured": measured, "peak_train_bytes": res.peak_memory_bytes,
-        "peak_train_predicted_bytes": predicted["total"], "peak_train_predicted": predicted,
-        "peak_train_measured": {"held_tensors": res.extra["held_tensor_bytes"],
-                                "saved_activations": res.extra["saved_activation_bytes"]},
+        "peak_train_predicted_bytes": predicted and predicted["total"], "peak_train_predicted": predicted,
+        "peak_train_measured": {"held_tensors": extra.get("held_tensor_bytes"),
+                                "saved_activations": extra.get("saved_activation_bytes")},
         "peak_kind": "cuda_max_allocated" if on_cuda else "cpu_held_tensors+saved_activations",
-        "lr_schedule": res.extra["lr_schedule"], "warmup_steps": res.extra["warmup_steps"],
-        "lr_history": res.extra["lr_history"],
+        "lr_schedule": extra.get("lr_schedule"), "warmup_steps": extra.get("warmup_steps"),
+        "lr_history": extra.get("lr_history"),
         "compute_dtype": str(base.dtype).removeprefix("torch."), "trainable_params": res.trainable_params,
         "train_seconds": res.train_seconds, "tokens_per_s": res.tokens_per_s, "tokens": res.tokens,
         "steps": res.steps, "n_examples": res.n_examples, "final_loss": res.final_loss,
         "loss_history": res.loss_history, "device": res.device, "build_seconds": built.info["build_seconds"],
-        "fidelity": fidelity.key(), "train_settings": train.key(),
+        "fidelity": None if untrained else fidelity.key(), "train_settings": train.key(), "untrained": untrained,
     }
     adapter = save_adapter(built, Path(out_dir) / "adapter", extra={"method": method, "seed": seed})
     record["adapter"] = str(adapter)

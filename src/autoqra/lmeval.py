@@ -16,13 +16,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from autoqra.errors import ConfigError
 
 DATA_PLACEHOLDER = "__DATA_DIR__"
+DOC_COLUMNS = ("task", "doc_id", "metric", "value")  # the per-document file beside the lm-eval JSON
+GENERAL_HELDOUT = "general_heldout.jsonl"  # written by data_prepare (autoqra.data.general_text)
 
 
 def available_local_tasks(task_dir: str | os.PathLike) -> list[str]:
@@ -37,7 +39,8 @@ def available_local_tasks(task_dir: str | os.PathLike) -> list[str]:
 
 def prepare_tasks(task_dir: str | os.PathLike, data_dir: str | os.PathLike, work_dir: str | os.PathLike) -> Path:
     """Copy the task templates to ``work_dir/tasks`` with absolute data paths and write the test
-    split with rendered prompts to ``work_dir/data``; returns the include path for lm-eval."""
+    split with rendered prompts to ``work_dir/data`` (and the held-out general text, if
+    ``data_dir`` has it, as ``general.jsonl``); returns the include path for lm-eval."""
     from autoqra.data import load_split
     from autoqra.data.template import format_prompt
 
@@ -49,6 +52,9 @@ def prepare_tasks(task_dir: str | os.PathLike, data_dir: str | os.PathLike, work
     with open(data_out / "test.jsonl", "w", encoding="utf-8") as fh:
         for rec in load_split(data_dir, "test"):
             fh.write(json.dumps({**rec, "prompt": format_prompt(rec)}) + "\n")
+    general = Path(data_dir) / GENERAL_HELDOUT
+    if general.is_file():
+        shutil.copyfile(general, data_out / "general.jsonl")
     for p in sorted(Path(task_dir).rglob("*.yaml")):
         text = p.read_text(encoding="utf-8").replace(DATA_PLACEHOLDER, str(data_out))
         (tasks_out / p.name).write_text(text, encoding="utf-8")
@@ -57,9 +63,10 @@ def prepare_tasks(task_dir: str | os.PathLike, data_dir: str | os.PathLike, work
 
 def run_lm_eval(model: Any, tokenizer: Any, tasks: Sequence[str], *, include_path: str | os.PathLike | None,
                 limit: int | None = None, batch_size: int = 16, num_fewshot: int | None = None,
-                seed: int = 0, device: str | None = None) -> dict[str, Any]:
+                seed: int = 0, device: str | None = None, per_doc: bool = True) -> dict[str, Any]:
     """``lm_eval.simple_evaluate`` on a model object; the JSON-ready result (results, versions,
-    n-shot, n-samples, configs, higher_is_better), without per-sample logs."""
+    n-shot, n-samples, configs, higher_is_better) and, with ``per_doc``, ``docs``: each document's
+    metric values (``doc_rows``; the prompts and model outputs lm-eval logs are not kept)."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -77,10 +84,48 @@ def run_lm_eval(model: Any, tokenizer: Any, tasks: Sequence[str], *, include_pat
         device = str(next(model.parameters()).device)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
     out = simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit, task_manager=tm,
-                          log_samples=False, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed,
+                          log_samples=per_doc, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed,
                           torch_random_seed=seed, fewshot_random_seed=seed)
     keep = ("results", "groups", "group_subtasks", "configs", "versions", "n-shot", "higher_is_better", "n-samples")
-    return json.loads(json.dumps({k: out[k] for k in keep if k in out}, default=handle_non_serializable))
+    result = json.loads(json.dumps({k: out[k] for k in keep if k in out}, default=handle_non_serializable))
+    if per_doc:
+        result["docs"] = doc_rows(out.get("samples") or {}, tokenizer)
+    return result
+
+
+def doc_rows(samples: Mapping[str, Sequence[Mapping[str, Any]]], tokenizer: Any = None) -> list[dict[str, Any]]:
+    """(task, doc_id, metric, value) rows from lm-eval's logged samples.
+
+    A per-document metric value is kept as it is (``acc`` 0/1, ``exact_match[first_line]``; a
+    non-default filter is named as in ``tidy_results``). The perplexity metrics of
+    ``loglikelihood_rolling`` tasks log a (log-likelihood, count) pair per document; they become
+    rows ``loglikelihood`` (nats), ``words`` and ``bytes`` (lm-eval's counts) and, with a
+    tokenizer, ``tokens`` (the text's token count, so that nats/token can be derived), from which
+    ``autoqra.taskmetrics`` re-aggregates every corpus-level metric.
+    """
+    rows = []
+    for task, examples in sorted(samples.items()):
+        for ex in examples:
+            filt, doc = ex.get("filter", "none"), int(ex["doc_id"])
+            for metric in ex.get("metrics", []):
+                value = ex.get(metric)
+                if isinstance(value, list | tuple) and len(value) == 2:  # (loglikelihood, words|bytes)
+                    counts = {"word_perplexity": "words", "byte_perplexity": "bytes", "bits_per_byte": "bytes"}
+                    if metric not in counts:
+                        raise ValueError(f"task {task}: per-document metric {metric} is a pair; expected one of "
+                                         f"{sorted(counts)}")
+                    rows.append({"task": task, "doc_id": doc, "metric": "loglikelihood", "value": float(value[0])})
+                    rows.append({"task": task, "doc_id": doc, "metric": counts[metric], "value": float(value[1])})
+                elif isinstance(value, int | float):
+                    name = metric if filt == "none" else f"{metric}[{filt}]"
+                    rows.append({"task": task, "doc_id": doc, "metric": name, "value": float(value)})
+            if tokenizer is not None and any(isinstance(ex.get(m), list | tuple) for m in ex.get("metrics", [])):
+                text = ex.get("target")
+                n = len(tokenizer(str(text), add_special_tokens=False)["input_ids"])
+                rows.append({"task": task, "doc_id": doc, "metric": "tokens", "value": float(n)})
+    # loglikelihood and the byte count appear once per perplexity metric: keep one of each
+    unique = {(r["task"], r["doc_id"], r["metric"]): r for r in rows}
+    return sorted(unique.values(), key=lambda r: (r["task"], r["doc_id"], r["metric"]))
 
 
 def tidy_results(results: dict[str, Any]) -> list[dict[str, Any]]:

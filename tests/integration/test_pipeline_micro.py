@@ -61,35 +61,50 @@ def test_micro_pipeline_methods_finetune_and_benchmarks(micro_run):
     expected = {(m, s) for m, spec in cfg["methods"].items() for s in (spec["seeds"] or cfg["finetune"]["seeds"])}
     res = pd.read_csv(r / "summary/results.tsv", sep="\t")
     assert set(zip(res.method, res.seed, strict=True)) == expected
-    assert set(res.task) == {"synth_mc", "synth_gen", "average"}
-    assert res.value.between(0, 1).all()
+    assert set(res.task) == {"synth_mc", "synth_gen", "general_text", "average"}
+    assert res[res.task != "general_text"].value.between(0, 1).all()
+    general = res[(res.task == "general_text") & (res.metric == "nats_per_token")]
+    assert len(general) == len(expected) and (general.value > 0).all()  # every run's general-text loss
     agg = pd.read_csv(r / "summary/aggregate.tsv", sep="\t")
     assert set(agg.method) == set(cfg["methods"])
     budget = json.loads((r / "memory/micro/budget.json").read_text())["plan_bytes"]
     for m, spec in cfg["methods"].items():
         plan = json.loads((r / f"methods/micro/{m}/plan.json").read_text())
         # The budget is uniform 4-bit with the map's 4-bit quantizer (NF4: the QLoRA plan). Above it:
-        # 16-bit LoRA and HQQ 4-bit (group 32: 4 bits + 1 bit of scale/zero, against NF4's 4.13).
-        assert plan["meta"]["within_budget"] == (m not in ("lora16", "hqq4")), m
+        # the 16-bit plans (LoRA, the untuned base) and HQQ 4-bit (group 32: 4 bits + 1 bit of
+        # scale/zero, against NF4's 4.13).
+        assert plan["meta"]["within_budget"] == (m not in ("lora16", "base", "hqq4")), m
         assert (plan["meta"]["memory_bytes"] <= budget) == plan["meta"]["within_budget"], m
         train = json.loads((r / f"finetune/micro/{m}/s0/train.json").read_text())
-        assert train["steps"] == cfg["finetune"]["steps"] and train["trainable_params"] > 0
-        assert train["lr_schedule"] == "linear" and train["warmup_steps"] == 1
-        # the training peak on CPU (held tensors + saved activations) against its prediction
-        assert train["peak_train_predicted_bytes"] == pytest.approx(train["peak_train_bytes"], rel=0.15), m
+        assert train["trainable_params"] > 0
+        if m == "base":  # never trained: no schedule, no peak
+            assert train["steps"] == 0 and train["untrained"] and train["peak_train_predicted_bytes"] is None
+        else:
+            assert train["steps"] == cfg["finetune"]["steps"]
+            assert train["lr_schedule"] == "linear" and train["warmup_steps"] == 1
+            # the training peak on CPU (held tensors + saved activations) against its prediction
+            assert train["peak_train_predicted_bytes"] == pytest.approx(train["peak_train_bytes"], rel=0.15), m
         # every plan carries a quantizer per block; searched plans take the config's map
         assert len(plan["quantizers"]) == len(plan["bits"]) and plan["hqq_axis"] == cfg["search_space"]["hqq_axis"]
         if spec["plan"] in ("search", "sequential", "random"):
             assert plan["quantizers"] == list(quantizers_for(plan["bits"], cfg["search_space"]["quantizers"])), m
             assert plan["meta"]["in_search_space"], m
         lm = json.loads((r / f"lm_eval/micro/{m}/s0.json").read_text())
-        assert lm["versions"] == {"synth_mc": 1.0, "synth_gen": 1.0} and lm["plan_hash"] == train["plan_hash"]
+        assert lm["versions"] == {"synth_mc": 1.0, "synth_gen": 1.0, "general_text": 1.0}
+        assert lm["plan_hash"] == train["plan_hash"]
+        docs = pd.read_csv(r / f"lm_eval/micro/{m}/s0.docs.tsv", sep="\t")
+        assert docs.groupby("task").doc_id.nunique().to_dict() == {"synth_mc": 16, "synth_gen": 16, "general_text": 16}
         if spec["plan"] == "search":
             name = "plan.json" if spec["stage2"] else "stage1_plan.json"
             want = json.loads((r / f"final/micro/{spec['variant']}/{name}").read_text())
             assert (plan["bits"], plan["ranks"]) == (want["bits"], want["ranks"]), m
     qlora = json.loads((r / "methods/micro/qlora_nf4/plan.json").read_text())
     assert set(qlora["quantizers"]) == {"nf4"} and qlora["meta"]["in_search_space"]  # micro's map: nf4 at 4 bits
+    unc = pd.read_csv(r / "summary/uncertainty.tsv", sep="\t")
+    avg = unc[unc.task == "average"].set_index("method")
+    assert set(avg.index) == set(cfg["methods"]) and (avg.reference == "autoqra").all()
+    assert ((avg.ci_lo <= avg["mean"]) & (avg["mean"] <= avg.ci_hi)).all() and avg.n_docs.eq(32).all()
+    assert pd.isna(avg.loc["autoqra", "delta"]) and avg.drop("autoqra").delta_lo.le(avg.drop("autoqra").delta).all()
     cost = pd.read_csv(r / "summary/search_cost.tsv", sep="\t", keep_default_na=False)
     hf = cost.set_index(["stage", "variant"])["hf_evaluations"]
     assert hf["random_search", ""] == hf["stage1_search", "autoqra"] + hf["stage2_refine", "autoqra"]
@@ -102,7 +117,8 @@ def test_paper_figures_regenerate_without_training(micro_run):
     """Deleting paper_figures/ and asking for `paper` re-runs the paper rules and nothing else."""
     figs = micro_run / "paper_figures"
     names = sorted(p.name for p in figs.iterdir())
-    assert {"table1_main.tex", "table4_search_cost.csv", "fig2_pareto_micro.png", "fig6_priors_micro.pdf"} <= set(names)
+    assert {"table1_main.tex", "table4_search_cost.csv", "table5_claims.csv", "fig2_pareto_micro.png",
+            "fig6_priors_micro.pdf"} <= set(names)
     assert all((figs / n).stat().st_size > 0 for n in names)
     shutil.rmtree(figs)
     # The target goes before --configfile (which takes several values).
@@ -117,6 +133,13 @@ def test_paper_figures_regenerate_without_training(micro_run):
     res = snakemake(micro_run, "paper", "--configfile", str(MICRO))
     assert res.returncode == 0, res.stderr[-3000:]
     assert sorted(p.name for p in figs.iterdir()) == names
+    import pandas as pd
+
+    claims = pd.read_csv(figs / "table5_claims.csv")
+    assert len(claims) == 7 and set(claims.Verdict) <= {"holds", "does not hold", "not resolved at this scale"}
+    table1 = pd.read_csv(figs / "table1_main.csv")
+    assert "Δ vs AutoQRA" in table1 and "general_text (bits_per_byte, ↓)" in table1
+    assert table1.set_index("Method").loc["AutoQRA", "Average"].count("[") == 1  # mean [lo, hi]
     rep = snakemake(micro_run, "--configfile", str(MICRO), "--report", "report.html")
     assert rep.returncode == 0, rep.stderr[-3000:]
     html = (micro_run / "report.html").read_text(errors="replace")

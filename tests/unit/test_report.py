@@ -205,7 +205,8 @@ def test_reader_names_missing_columns(tmp_path):
 def test_paper_targets_lists_every_file():
     t = paper_targets(["m1", "m2"], with_random=True)
     assert "paper_figures/table1_main.tex" in t and "paper_figures/fig1_quant_error_vs_score_m2.png" in t
-    assert len(t) == 4 * 2 + 6 * 2 * 2
+    assert len(t) == 5 * 2 + 6 * 2 * 2  # tables 1-4 and the claims table 5, each csv + tex
+    assert "paper_figures/table5_claims.csv" in t
     assert not any("fig1" in p for p in paper_targets(["m1"], with_random=False))
 
 

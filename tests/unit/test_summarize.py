@@ -70,3 +70,45 @@ def test_summarize_means_and_stds_over_seeds(tmp_path):
     assert cost.set_index("stage").loc["stage0_sensitivity", "device_seconds"] == 12.5
     assert cost.set_index("stage").loc["finetune", "evaluations"] == 3
     assert json.loads(out.manifest.read_text())["stage"] == "summarize"
+
+
+def docs_tsv(path: Path, correct, general_ll) -> str:
+    rows = [("t_mc", i, "acc", float(c)) for i, c in enumerate(correct)]
+    rows += [("t_gen", i, "exact_match[first_line]", 0.0) for i in range(len(correct))]
+    for i, ll in enumerate(general_ll):
+        rows += [("general_text", i, "loglikelihood", ll), ("general_text", i, "bytes", 100.0),
+                 ("general_text", i, "words", 20.0), ("general_text", i, "tokens", 25.0)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=["task", "doc_id", "metric", "value"]).to_csv(path, sep="\t", index=False)
+    return str(path)
+
+
+def test_summarize_per_document_intervals(tmp_path):
+    """docs.tsv pools every run's documents; uncertainty.tsv has CIs and Δ vs the AutoQRA method;
+    nats/token of the rolling task is derived per run; the average leaves the perplexity task out."""
+    r = tmp_path / "results"
+    inputs = {"train": [], "lm_eval": [], "docs": [], "plans": [], "fronts": [], "random": [], "sensitivity": []}
+    n = 200
+    for m, acc, ll in (("auto", 0.5, -50.0), ("better", 0.8, -75.0)):
+        correct = [1 if i < acc * n else 0 for i in range(n)]
+        inputs["train"].append(write(r / f"finetune/mod/{m}/s0/train.json", train_record(m, 0, 2e7)))
+        res = lm_result(m, 0, acc, 0.0)
+        res["results"]["general_text"] = {"bits_per_byte,none": 1.0, "word_perplexity,none": 5.0}
+        inputs["lm_eval"].append(write(r / f"lm_eval/mod/{m}/s0.json", res))
+        inputs["docs"].append(docs_tsv(r / f"lm_eval/mod/{m}/s0.docs.tsv", correct, [ll] * 10))
+        inputs["plans"].append(write(r / f"methods/mod/{m}/plan.json", {"bits": [4], "ranks": [8]}))
+    out = SimpleNamespace(**{k: tmp_path / f"s/{k}.tsv" for k in ("results", "aggregate", "search_cost", "docs",
+                                                                   "uncertainty")}, manifest=tmp_path / "s/m.json")
+    methods = {"auto": {"group": "autoqra"}, "better": {"group": "baseline"}}
+    summarize(inputs, methods, out, n_boot=500)
+    res = pd.read_csv(out.results, sep="\t")
+    npt = res[(res.task == "general_text") & (res.metric == "nats_per_token")].set_index("method").value
+    assert npt["auto"] == pytest.approx(2.0) and npt["better"] == pytest.approx(3.0)  # 500/250, 750/250
+    avg = res[res.task == "average"].set_index("method").value
+    assert avg["auto"] == pytest.approx((0.5 + 0.0) / 2)  # t_mc acc and t_gen exact match only
+    unc = pd.read_csv(out.uncertainty, sep="\t").set_index(["method", "task", "metric"])
+    row = unc.loc[("better", "t_mc", "acc")]
+    assert row["delta"] == pytest.approx(0.3) and row.resolved and row.reference == "auto" and row.n_docs == n
+    g = unc.loc[("better", "general_text", "nats_per_token")]
+    assert g["delta"] == pytest.approx(1.0) and g.lower_is_better
+    assert len(pd.read_csv(out.docs, sep="\t")) == 2 * (2 * n + 4 * 10)

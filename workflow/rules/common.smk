@@ -285,6 +285,7 @@ def get_summary_inputs(wildcards):
     return {
         "train": [f"results/finetune/{m}/{r}/train.json" for m in MODELS for r in runs],
         "lm_eval": [f"results/lm_eval/{m}/{r}.json" for m in MODELS for r in runs],
+        "docs": [f"results/lm_eval/{m}/{r}.docs.tsv" for m in MODELS for r in runs],
         "plans": [f"results/methods/{m}/{meth}/plan.json" for m in MODELS for meth in METHODS],
         "fronts": [f"results/search/{m}/{v}/front.json" for m in MODELS for v in VARIANTS],
         "histories": [f"results/final/{m}/{v}/history.json" for m in MODELS for v in VARIANTS],

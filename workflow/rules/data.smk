@@ -8,6 +8,8 @@ rule data_prepare:
         train="results/data/{dataset}/train.jsonl",
         validation="results/data/{dataset}/validation.jsonl",
         test="results/data/{dataset}/test.jsonl",
+        general_search="results/data/{dataset}/general_search.jsonl",
+        general_heldout="results/data/{dataset}/general_heldout.jsonl",
         manifest="results/data/{dataset}/manifest.json",
     params:
         spec=config_keys("data", DATA_KEYS),

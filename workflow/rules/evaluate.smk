@@ -9,8 +9,10 @@ rule lm_eval:
         adapter="results/finetune/{model}/{method}/s{seed}/adapter",
         test=f"{DATA}/test.jsonl",
         prefetched="results/prefetch/lm_eval.json",
+        general=f"{DATA}/general_heldout.jsonl",
     output:
-        "results/lm_eval/{model}/{method}/s{seed}.json",
+        result="results/lm_eval/{model}/{method}/s{seed}.json",
+        docs="results/lm_eval/{model}/{method}/s{seed}.docs.tsv",
     params:
         lm_eval=config["lm_eval"],
         task_dir=LM_EVAL_TASK_DIR,

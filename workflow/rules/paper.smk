@@ -13,6 +13,7 @@ rule paper_tables:
     input:
         aggregate="results/summary/aggregate.tsv",
         search_cost="results/summary/search_cost.tsv",
+        uncertainty="results/summary/uncertainty.tsv",
     output:
         table1_main_csv=report(
             "paper_figures/table1_main.csv",
@@ -260,3 +261,39 @@ rule paper:
     localrule: True
     input:
         paper_outputs(),
+
+
+rule paper_table5_claims:
+    """Table 5: each claim of the paper beside our number with its 95 % CI and a verdict."""
+    input:
+        aggregate="results/summary/aggregate.tsv",
+        uncertainty="results/summary/uncertainty.tsv",
+        histories=expand("results/final/{model}/autoqra/history.json", model=MODELS) if "autoqra" in VARIANTS else [],
+        plans=expand("results/final/{model}/autoqra/plan.json", model=MODELS) if "autoqra" in VARIANTS else [],
+        fronts=expand("results/search/{model}/{variant}/front.json", model=MODELS, variant=VARIANTS),
+        priors=expand("results/sensitivity/{model}/priors.tsv", model=MODELS),
+        random=expand("results/random/{model}/summary.json", model=MODELS) if uses_random() else [],
+    output:
+        csv=report(
+            "paper_figures/table5_claims.csv",
+            caption="../report/table5.rst",
+            category="Tables",
+            labels={"table": "table5_claims", "format": "CSV"},
+        ),
+        tex=report(
+            "paper_figures/table5_claims.tex",
+            caption="../report/table5.rst",
+            category="Tables",
+            labels={"table": "table5_claims", "format": "TEX"},
+        ),
+    params:
+        methods=config["methods"],
+        models=MODELS,
+        bits=config["search_space"]["bits"],
+        ranks=config["search_space"]["ranks"],
+    log:
+        "results/logs/paper_table5_claims.log",
+    conda:
+        "../../envs/autoqra.yaml"
+    script:
+        "../scripts/paper_table5_claims.py"

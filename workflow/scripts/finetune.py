@@ -11,10 +11,12 @@ log = setup_logging(sm.log[0])
 set_threads(sm.threads)
 p = sm.params.settings
 train = TrainSettings(**p["training"], max_seq_len=p["max_seq_len"], progress=False)
-rec = finetune(Path(sm.input.model), Path(sm.input.train).parent, Plan.load(sm.input.plan),
+plan = Plan.load(sm.input.plan)
+rec = finetune(Path(sm.input.model), Path(sm.input.train).parent, plan,
                cache_dir=sm.params.cache_dir, fidelity=Fidelity.from_dict("final", p["fidelity"]), train=train,
                seed=int(sm.wildcards.seed), out_dir=Path(sm.output.record).parent, method=sm.wildcards.method,
-               lora_dropout=p["lora_dropout"], alpha_per_rank=p["alpha_per_rank"], manifest_config=dict(p))
+               lora_dropout=p["lora_dropout"], alpha_per_rank=p["alpha_per_rank"], manifest_config=dict(p),
+               untrained=plan.meta.get("kind") == "base")  # the untuned-base reference method
 log.info("%s seed %s: %d steps in %.1f s (%.0f tok/s), final loss %.4f, memory %.0f analytic / %.0f measured bytes",
          rec["method"], rec["seed"], rec["steps"], rec["train_seconds"], rec["tokens_per_s"], rec["final_loss"],
          rec["memory_analytic_bytes"], rec["memory_measured_bytes"])

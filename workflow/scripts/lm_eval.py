@@ -4,8 +4,8 @@ import time
 from pathlib import Path
 
 import autoqra
-from autoqra.io import atomic_write_json
-from autoqra.lmeval import prepare_tasks, run_lm_eval, tidy_results
+from autoqra.io import atomic_write_json, atomic_write_tsv
+from autoqra.lmeval import DOC_COLUMNS, prepare_tasks, run_lm_eval, tidy_results
 from autoqra.manifest import build_manifest
 from autoqra.runlog import set_threads, setup_logging
 
@@ -18,10 +18,12 @@ built = autoqra.load(Path(sm.input.model), sm.input.plan, sm.input.adapter, cach
 include = prepare_tasks(sm.params.task_dir, Path(sm.input.test).parent, sm.params.work_dir)
 out = run_lm_eval(built.model, built.tokenizer, cfg["tasks"], include_path=include, limit=cfg["limit"],
                   batch_size=cfg["batch_size"], num_fewshot=cfg["num_fewshot"], seed=int(sm.wildcards.seed))
+docs = out.pop("docs")
 out.update(method=sm.wildcards.method, seed=int(sm.wildcards.seed), plan_hash=built.plan.hash,
-           eval_seconds=time.perf_counter() - t0,
+           eval_seconds=time.perf_counter() - t0, n_doc_rows=len(docs),
            manifest=build_manifest("lm_eval", dict(cfg), int(sm.wildcards.seed)))
-atomic_write_json(sm.output[0], out)
+atomic_write_tsv(sm.output.docs, DOC_COLUMNS, [[r[c] for c in DOC_COLUMNS] for r in docs])
+atomic_write_json(sm.output.result, out)
 shutil.rmtree(sm.params.work_dir, ignore_errors=True)
 for row in tidy_results(out):
     log.info("%s %s = %.4f", row["task"], row["metric"], row["value"])

@@ -103,8 +103,17 @@ def prepare_data(spec: Mapping[str, Any], out_dir: str | os.PathLike, seed: int)
     for split in SPLITS:
         path = atomic_write_jsonl(out / f"{split}.jsonl", splits[split])
         files[split] = {"file": path.name, "sha256": sha256_file(path)}
+    general = None
+    if spec.get("general_text"):  # general English text: a part for the search, a held-out benchmark part
+        from autoqra.data.general_text import general_parts
+
+        parts, general = general_parts(spec["general_text"])
+        for part, recs in parts.items():
+            path = atomic_write_jsonl(out / f"general_{part}.jsonl", recs)
+            files[f"general_{part}"] = {"file": path.name, "sha256": sha256_file(path)}
     extra = {
         "counts": {s: len(splits[s]) for s in SPLITS},
+        "general_text": general,
         "skills": {s: dict(sorted(Counter(r["skill"] for r in splits[s]).items())) for s in SPLITS},
         "files": files,
     }

@@ -7,7 +7,9 @@ A method is a config entry ``{plan: search|uniform|sequential|random, ...}``:
 - ``uniform``: ``bits``/``rank`` in every block (``quantizer`` defaults to the search space's
   quantizer for ``bits``, ``none`` at 16);
 - ``sequential``: mixed bits from the raw ``I_q`` under the budget, then uniform ``rank``;
-- ``random``: the best plan of the random search (same HF evaluation count as AutoQRA).
+- ``random``: the best plan of the random search (same HF evaluation count as AutoQRA);
+- ``base``: the 16-bit base model, not fine-tuned (rule finetune saves the adapter untrained), the
+  reference that fine-tuning must beat.
 
 Also the optuna baseline searcher (rule optuna_search, for the search-efficiency figure) and the
 HF scores of every method's plan (rule methods_hf, for the Pareto figure).
@@ -53,6 +55,8 @@ def method_plan(spec: Mapping[str, Any], model_dir: str | os.PathLike, space_cfg
         if source_plan is None:
             raise ValueError(f"method {method!r}: plan kind {kind!r} needs the plan its search wrote")
         plan = Plan.load(source_plan)
+    elif kind == "base":  # the untuned 16-bit model: a zero-initialised adapter that is never trained
+        plan = uniform_plan(space.n_blocks, 16, spec.get("rank") or space.ranks[0], "none", space.group_size)
     elif kind == "uniform":
         quantizer = spec.get("quantizer") or space.quantizers[spec["bits"]]
         plan = uniform_plan(space.n_blocks, spec["bits"], spec["rank"], quantizer, space.group_size, space.hqq_axis)

@@ -4,6 +4,10 @@
   analytic M(C) and measured bytes of the same part), average bits/rank, trainable parameters,
   train time and throughput. An ``average`` task holds the mean of each task's main metric.
 - ``aggregate.tsv``: the same, mean and std over seeds.
+- ``docs.tsv``: every document's metric values of every run (from the lm-eval ``.docs.tsv`` files);
+- ``uncertainty.tsv``: paired bootstrap 95 % intervals over documents and seeds of each method's
+  main metric per task and task average, and of its difference to the model's first AutoQRA
+  method (``autoqra.report.uncertainty``).
 - ``search_cost.tsv``: evaluations (LF/HF, trained vs cached) and device seconds per stage and
   variant: ``device_seconds`` is what the stage costs on its own (cached evaluations count with
   their original time), ``trained_device_seconds`` what this run paid (the evaluation cache is
@@ -22,9 +26,11 @@ from typing import Any
 
 import pandas as pd
 
+from autoqra import taskmetrics
 from autoqra.io import atomic_write_json, atomic_write_text, read_jsonl
 from autoqra.lmeval import tidy_results
 from autoqra.manifest import build_manifest
+from autoqra.report.uncertainty import DOC_COLUMNS, N_BOOT, bootstrap_all
 
 GB = 1e9
 RUN_COLUMNS = ["memory_gb_analytic", "memory_gb_measured", "fixed_gb", "peak_train_gb", "peak_train_predicted_gb",
@@ -32,12 +38,42 @@ RUN_COLUMNS = ["memory_gb_analytic", "memory_gb_measured", "fixed_gb", "peak_tra
                "plan_hash", "within_budget"]
 
 
-def main_metric(metrics: Sequence[str]) -> str:
-    """The metric a task is averaged by: acc, else an exact_match variant, else the first."""
-    if "acc" in metrics:
-        return "acc"
-    em = [m for m in metrics if m.startswith("exact_match")]
-    return em[0] if em else sorted(metrics)[0]
+def main_metric(metrics: Sequence[str], task: str = "") -> str:
+    """The metric a task is reported by (``autoqra.taskmetrics.main_metric``)."""
+    return taskmetrics.main_metric(task, metrics)
+
+
+def references(methods: Mapping[str, Mapping]) -> str | None:
+    """The method differences are taken against: the first of group ``autoqra`` (config order)."""
+    return next((m for m, spec in methods.items() if spec.get("group") == "autoqra"), None)
+
+
+def read_docs(files: Sequence) -> pd.DataFrame:
+    """Every run's per-document rows (``results/lm_eval/{model}/{method}/s{seed}.docs.tsv``)."""
+    frames = []
+    for f in files:
+        df = pd.read_csv(f, sep="\t")
+        parts = Path(f).parts
+        model, method = parts[parts.index("lm_eval") + 1], parts[parts.index("lm_eval") + 2]
+        seed = int(Path(f).name.split(".")[0].removeprefix("s"))
+        frames.append(df.assign(model=model, method=method, seed=seed))
+    if not frames:
+        return pd.DataFrame(columns=DOC_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[DOC_COLUMNS]
+
+
+def derived_rows(docs: pd.DataFrame) -> list[dict[str, Any]]:
+    """nats_per_token of each run's rolling-loglikelihood tasks (lm-eval reports per word/byte only)."""
+    rows = []
+    if docs.empty:
+        return rows
+    for (model, method, seed, task), sub in docs.groupby(["model", "method", "seed", "task"]):
+        per = {m: g["value"].to_numpy() for m, g in sub.groupby("metric")}
+        if "loglikelihood" in per and "tokens" in per:
+            rows.append({"model": model, "method": method, "seed": int(seed), "task": task,
+                         "metric": "nats_per_token", "value": taskmetrics.corpus_value("nats_per_token", per),
+                         "stderr": None})
+    return rows
 
 
 def _read(path: str | os.PathLike) -> Any:
@@ -50,8 +86,13 @@ def _model_of(path: str | os.PathLike, stage: str) -> str:
 
 
 def run_rows(train_files: Sequence, lm_eval_files: Sequence, plan_files: Sequence,
-             methods: Mapping[str, Mapping]) -> pd.DataFrame:
-    """One row per (model, method, seed, task, metric), plus the per-seed ``average`` task."""
+             methods: Mapping[str, Mapping], docs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per (model, method, seed, task, metric), plus the per-seed ``average`` task (the
+    mean of the higher-is-better tasks' main metrics; perplexity-type tasks are left out)."""
+    derived: dict[tuple, list[dict]] = {}
+    for r in derived_rows(docs if docs is not None else pd.DataFrame(columns=DOC_COLUMNS)):
+        derived.setdefault((r["model"], r["method"], r["seed"]), []).append(
+            {k: r[k] for k in ("task", "metric", "value", "stderr")})
     plans = {(_model_of(p, "methods"), Path(p).parent.name): _read(p) for p in plan_files}
     trains = {}
     for f in train_files:
@@ -73,14 +114,15 @@ def run_rows(train_files: Sequence, lm_eval_files: Sequence, plan_files: Sequenc
                "within_budget": plan.get("meta", {}).get("within_budget")}
         head = {"model": model, "method": method, "group": spec.get("group", "baseline"),
                 "label": spec.get("label") or method, "seed": seed}
-        task_rows = tidy_results(res)
+        task_rows = tidy_results(res) + derived.get((model, method, seed), [])
         for r in task_rows:
             rows.append({**head, **r, **run})
         by_task: dict[str, dict[str, float]] = {}
         for r in task_rows:
             by_task.setdefault(r["task"], {})[r["metric"]] = r["value"]
-        if by_task:
-            mains = [m[main_metric(list(m))] for m in by_task.values()]
+        mains = [m[main_metric(list(m), task)] for task, m in by_task.items()
+                 if not taskmetrics.lower_is_better(main_metric(list(m), task))]
+        if mains:
             rows.append({**head, "task": "average", "metric": "main", "value": sum(mains) / len(mains),
                          "stderr": None, **run})
     cols = ["model", "method", "group", "label", "seed", "task", "metric", "value", "stderr", *RUN_COLUMNS]
@@ -176,15 +218,24 @@ def write_tsv(df: pd.DataFrame, path: str | os.PathLike) -> None:
     atomic_write_text(path, df.to_csv(sep="\t", index=False, float_format="%.6g"))
 
 
-def summarize(inputs: Mapping[str, Sequence[str]], methods: Mapping[str, Mapping], outputs: Any) -> dict:
+def summarize(inputs: Mapping[str, Sequence[str]], methods: Mapping[str, Mapping], outputs: Any,
+              n_boot: int = N_BOOT) -> dict:
     """Write results/aggregate/search_cost TSVs and a manifest; return the tables."""
-    results = run_rows(inputs["train"], inputs["lm_eval"], inputs["plans"], methods)
+    docs = read_docs(inputs.get("docs", []))
+    results = run_rows(inputs["train"], inputs["lm_eval"], inputs["plans"], methods, docs)
     agg = aggregate(results)
+    ref = references(methods)
+    rolling = {t: ["nats_per_token"] for t in docs.loc[docs["metric"] == "tokens", "task"].unique()}
+    unc = bootstrap_all(docs, {m: ref for m in docs["model"].unique()}, extra=rolling, n_boot=n_boot)
     cost = search_cost(inputs["fronts"], inputs.get("random", []), inputs["sensitivity"], inputs["train"],
                        inputs.get("optuna", []))
     write_tsv(results, outputs.results)
     write_tsv(agg, outputs.aggregate)
     write_tsv(cost, outputs.search_cost)
+    if hasattr(outputs, "docs"):
+        write_tsv(docs, outputs.docs)
+    if hasattr(outputs, "uncertainty"):
+        write_tsv(unc, outputs.uncertainty)
     atomic_write_json(outputs.manifest, build_manifest("summarize", {"methods": dict(methods)}, None,
                                                        inputs={k: list(v) for k, v in inputs.items()}))
-    return {"results": results, "aggregate": agg, "search_cost": cost}
+    return {"results": results, "aggregate": agg, "search_cost": cost, "uncertainty": unc}

@@ -43,7 +43,7 @@ RC = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "xtick.labelsize
       "legend.fontsize": 8, "legend.title_fontsize": 8, "figure.titlesize": 9, "pdf.fonttype": 42,
       "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5, "lines.linewidth": 1.2,
       "lines.markersize": 4, "legend.framealpha": 0.9}
-SCORE_LABEL = "HF score (−validation loss, nats/token)"
+SCORE_LABEL = "HF score (−val. loss − λ·general-text loss, nats/token)"  # λ = evaluation.general_weight
 MEMORY_LABEL = "Memory M(C) (MB)"
 
 

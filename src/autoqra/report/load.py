@@ -27,6 +27,8 @@ SEARCH_COST_COLUMNS = ["model", "stage", "variant", "lf_evaluations", "hf_evalua
 RECORD_COLUMNS = ["generation", "phase", "plan_hash", "status", "score", "memory_bytes"]
 PRIOR_COLUMNS = ["block", "iq_norm", "ir_norm"]
 METHODS_HF_COLUMNS = ["method", "group", "memory_bytes", "hf_score", "status"]
+UNCERTAINTY_COLUMNS = ["model", "method", "task", "metric", "n_seeds", "n_docs", "mean", "ci_lo", "ci_hi", "delta",
+                       "delta_lo", "delta_hi", "resolved"]
 
 
 class ReportInputError(AutoQRAError):
@@ -66,6 +68,12 @@ def read_aggregate(path: PathLike) -> pd.DataFrame:
     df = read_tsv(path, AGGREGATE_COLUMNS, ["n_seeds", "mean", "std", *AGGREGATE_COLUMNS[9:]])
     df["label"] = df["label"].where(df["label"].notna(), df["method"])
     return df
+
+
+def read_uncertainty(path: PathLike) -> pd.DataFrame:
+    """results/summary/uncertainty.tsv (bootstrap CIs per model, method, task, metric and Δ vs AutoQRA)."""
+    return read_tsv(path, UNCERTAINTY_COLUMNS, ["n_seeds", "n_docs", "mean", "ci_lo", "ci_hi", "delta", "delta_lo",
+                                                "delta_hi"])
 
 
 def read_search_cost(path: PathLike) -> pd.DataFrame:

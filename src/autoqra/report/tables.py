@@ -1,8 +1,12 @@
 """The paper's tables (rule paper_tables) from results/summary/*.tsv, as CSV and booktabs LaTeX.
 
-Scores are shown in percent (lm-eval accuracies/exact match are fractions), as ``mean ± std`` over
-seeds; the std is left out for one seed. Cells are strings so that the CSV and the LaTeX show the
-same numbers. pandas only; no torch.
+Scores are shown in percent (lm-eval accuracies/exact match are fractions). With the bootstrap
+intervals of ``results/summary/uncertainty.tsv`` (Tables 1 and 3), a cell is ``mean [lo, hi]``
+(95 % CI over documents and seeds) and ``Δ vs AutoQRA`` carries its CI with a ``*`` where the
+CI excludes 0 (a resolved difference); without them, ``mean ± std`` over seeds (the std left out
+for one seed). Perplexity-type tasks (bits per byte, lower is better) are shown apart from the
+task average. Cells are strings so that the CSV and the LaTeX show the same numbers. pandas only;
+no torch.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from autoqra.io import atomic_write_text
-from autoqra.pipeline.summarize import main_metric
 from autoqra.report import TABLES
-from autoqra.report.load import PathLike, read_aggregate, read_search_cost
+from autoqra.report.load import PathLike, read_aggregate, read_search_cost, read_uncertainty
+from autoqra.taskmetrics import lower_is_better, main_metric
 
 TEXT_COLUMNS = {"Model", "Method", "Stage", "Variant", "Quantizers"}
 GROUP_ORDER = {"autoqra": 0, "baseline": 1, "ablation": 2}
@@ -26,7 +30,8 @@ DASH = "—"
 # Unicode the tables use, and its LaTeX; the rest of LaTeX's specials are backslash-escaped.
 LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "±": r"$\pm$", "Δ": r"$\Delta$", "—": "---", "−": "$-$", "≤": r"$\le$", "†": r"\textsuperscript{\dag}"}
+                  "±": r"$\pm$", "Δ": r"$\Delta$", "—": "---", "−": "$-$", "≤": r"$\le$", "†": r"\textsuperscript{\dag}",
+                  "↓": r"$\downarrow$", "ρ": r"$\rho$", "≥": r"$\ge$", "↔": r"$\leftrightarrow$"}
 
 
 def _missing(x) -> bool:
@@ -45,6 +50,27 @@ def mean_std(mean, std, n_seeds=None, scale: float = 100.0, digits: int = 1) -> 
     if _missing(std) or (n_seeds is not None and not _missing(n_seeds) and int(n_seeds) <= 1):
         return f"{mean * scale:.{digits}f}"
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+
+
+def _signed(x: float, digits: int) -> str:
+    return f"{round(x, digits) + 0.0:+.{digits}f}".replace("-", "−")  # + 0.0: no "−0.0"
+
+
+def ci_cell(mean, lo, hi, scale: float = 100.0, digits: int = 1) -> str:
+    """``mean [lo, hi]`` scaled (a dash for a missing mean; the mean alone without an interval)."""
+    if _missing(mean):
+        return DASH
+    if _missing(lo) or _missing(hi):
+        return f"{mean * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f} [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"
+
+
+def delta_cell(delta, lo, hi, resolved, scale: float = 100.0, digits: int = 1) -> str:
+    """``+d [lo, hi]`` with a ``*`` when the interval excludes 0; a dash when there is no difference."""
+    if _missing(delta):
+        return DASH
+    text = f"{_signed(delta * scale, digits)} [{_signed(lo * scale, digits)}, {_signed(hi * scale, digits)}]"
+    return text + ("*" if str(resolved).strip().lower() in ("true", "1") else "")
 
 
 def latex_escape(text: str) -> str:
@@ -106,23 +132,52 @@ def _run_row(agg: pd.DataFrame, model: str, method: str) -> pd.Series:
 
 def _main_metrics(agg: pd.DataFrame) -> list[tuple[str, str]]:
     """(task, main metric) for every task except ``average``, tasks sorted by name."""
-    tasks = agg[agg["task"] != "average"].groupby("task")["metric"].agg(lambda s: main_metric(sorted(set(s))))
-    return sorted(tasks.items())
+    tasks = agg[agg["task"] != "average"].groupby("task")["metric"].agg(lambda s: sorted(set(s)))
+    return sorted((task, main_metric(task, metrics)) for task, metrics in tasks.items())
 
 
-def table_main(agg: pd.DataFrame, methods: Mapping[str, Mapping], models: Sequence[str] | None = None) -> pd.DataFrame:
-    """Table 1: AutoQRA and the baselines per model, each task's main metric (%), average, memory, bits."""
+def _unc_row(unc: pd.DataFrame | None, model: str, method: str, task: str, metric: str) -> pd.Series | None:
+    if unc is None:
+        return None
+    hit = unc[(unc["model"] == model) & (unc["method"] == method) & (unc["task"] == task) & (unc["metric"] == metric)]
+    return hit.iloc[0] if len(hit) else None
+
+
+def _score_cells(agg: pd.DataFrame, unc: pd.DataFrame | None, model: str, method: str, task: str,
+                 metric: str, scale: float, digits: int) -> tuple[str, str]:
+    """(value cell, Δ-vs-AutoQRA cell) of one task metric: with its CI when the bootstrap has it."""
+    u = _unc_row(unc, model, method, task, metric)
+    if u is not None:
+        return (ci_cell(u["mean"], u["ci_lo"], u["ci_hi"], scale, digits),
+                delta_cell(u["delta"], u["delta_lo"], u["delta_hi"], u["resolved"], scale, digits))
+    hit = agg[(agg["model"] == model) & (agg["method"] == method) & (agg["task"] == task) & (agg["metric"] == metric)]
+    if not len(hit):
+        return DASH, DASH
+    mean, std, n = hit[["mean", "std", "n_seeds"]].iloc[0]
+    return mean_std(mean, std, n, scale, digits), DASH
+
+
+def table_main(agg: pd.DataFrame, methods: Mapping[str, Mapping], models: Sequence[str] | None = None,
+               unc: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Table 1: AutoQRA and the baselines per model, each task's main metric (%), average (with
+    95 % CIs and Δ vs AutoQRA when ``unc`` is given), perplexity-type tasks apart (bits per byte,
+    lower is better), memory, bits."""
     tasks = _main_metrics(agg)
+    scores = [(t, m) for t, m in tasks if not lower_is_better(m)]
+    lower = [(t, m) for t, m in tasks if lower_is_better(m)]
     rows = []
     for model, method in _ordered_runs(agg, methods, ["autoqra", "baseline"], models):
         run = _run_row(agg, model, method)
         row = {"Model": model, "Method": _method_label(run)}
-        sub = agg[(agg["model"] == model) & (agg["method"] == method)]
-        for task, metric in tasks:
-            hit = sub[(sub["task"] == task) & (sub["metric"] == metric)]
-            row[f"{task} ({metric})"] = mean_std(*hit[["mean", "std", "n_seeds"]].iloc[0]) if len(hit) else DASH
-        avg = sub[sub["task"] == "average"]
-        row["Average"] = mean_std(*avg[["mean", "std", "n_seeds"]].iloc[0]) if len(avg) else DASH
+        for task, metric in scores:
+            row[f"{task} ({metric})"] = _score_cells(agg, unc, model, method, task, metric, 100.0, 1)[0]
+        row["Average"], delta = _score_cells(agg, unc, model, method, "average", "main", 100.0, 1)
+        if unc is not None:
+            row["Δ vs AutoQRA"] = delta
+        for task, metric in lower:
+            row[f"{task} ({metric}, ↓)"], delta = _score_cells(agg, unc, model, method, task, metric, 1.0, 3)
+            if unc is not None:
+                row[f"Δ {task} vs AutoQRA"] = delta
         row["Memory (GB)"] = fmt(run["memory_gb_analytic"], 3)
         row["Avg. bits"] = fmt(run["avg_bits"], 2)
         rows.append(row)
@@ -158,12 +213,19 @@ def table_efficiency(agg: pd.DataFrame, methods: Mapping[str, Mapping],
 
 
 def table_ablations(agg: pd.DataFrame, methods: Mapping[str, Mapping],
-                    models: Sequence[str] | None = None) -> pd.DataFrame:
-    """Table 3: AutoQRA against each ablation, average score (%) and its difference to AutoQRA (points)."""
+                    models: Sequence[str] | None = None, unc: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Table 3: AutoQRA against each ablation, average score (%) and its difference to AutoQRA
+    (points; with 95 % CIs when ``unc`` is given)."""
     rows = []
     reference: dict[str, float] = {}
     for model, method in _ordered_runs(agg, methods, ["autoqra", "ablation"], models):
         run = _run_row(agg, model, method)
+        if _unc_row(unc, model, method, "average", "main") is not None:
+            cell, delta = _score_cells(agg, unc, model, method, "average", "main", 100.0, 1)
+            rows.append({"Model": model, "Method": _method_label(run), "Average": cell, "Δ vs AutoQRA": delta,
+                         "Memory (GB)": fmt(run["memory_gb_analytic"], 3), "Avg. bits": fmt(run["avg_bits"], 2),
+                         "Avg. rank": fmt(run["avg_rank"], 2)})
+            continue
         avg = agg[(agg["model"] == model) & (agg["method"] == method) & (agg["task"] == "average")]
         mean, std, n = avg[["mean", "std", "n_seeds"]].iloc[0] if len(avg) else (float("nan"),) * 3
         if run["group"] == "autoqra":
@@ -222,12 +284,14 @@ def write_table(df: pd.DataFrame, csv: PathLike, tex: PathLike, rules_before: Se
 
 
 def write_tables(aggregate: PathLike, search_cost: PathLike, methods: Mapping[str, Mapping],
-                 outputs: Mapping[str, PathLike], models: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
+                 outputs: Mapping[str, PathLike], models: Sequence[str] | None = None,
+                 uncertainty: PathLike | None = None) -> dict[str, pd.DataFrame]:
     """Build the four tables and write each to ``outputs[f"{name}_csv"]`` and ``outputs[f"{name}_tex"]``."""
     agg = read_aggregate(aggregate)
+    unc = read_uncertainty(uncertainty) if uncertainty else None
     cost, totals = table_search_cost(read_search_cost(search_cost), models)
-    built = [(table_main(agg, methods, models), ()), (table_efficiency(agg, methods, models), ()),
-             (table_ablations(agg, methods, models), ()), (cost, totals)]
+    built = [(table_main(agg, methods, models, unc), ()), (table_efficiency(agg, methods, models), ()),
+             (table_ablations(agg, methods, models, unc), ()), (cost, totals)]
     tables = dict(zip(TABLES, built, strict=True))
     for name, (df, rules) in tables.items():
         write_table(df, outputs[f"{name}_csv"], outputs[f"{name}_tex"], rules)

@@ -1,0 +1,151 @@
+"""The study (``config/study.yaml``, ``autoqra study``): the same Snakefile run once per memory budget
+into its own directory, all runs sharing one ``cache_dir``, then one combine step that writes the
+study's tables under ``study.out_dir`` (default benchmarks/results/study/).
+
+Why two runs rather than a budget wildcard: the pipeline has one budget per config by design (every
+search, plan and table is "at the budget"); running it per budget changes no rule, and the shared
+evaluation cache (keyed by plan, fidelity, seed and settings, not by directory) means that plans
+and Stage-0 results common to both budgets are trained once. Methods whose plan does not depend on
+the budget (uniform baselines, the untuned base: ``study.shared_methods``) run only in the first
+budget's directory and are pooled into every budget's tables by the combine step, which recomputes
+the paired bootstrap over the pooled per-document results (the pooled runs are the same plans,
+seeds and settings, so they are the same runs).
+
+Combine outputs, per budget ``<name>`` (e.g. ``b3``): ``<name>/`` (a copy of that run's
+paper_figures: every table and figure), and at the top level ``table1_main``, ``table3_ablations``
+and ``table5_claims`` (.csv/.tex) over all budgets (``Model`` column = "model @ budget"),
+``uncertainty.tsv`` and ``study.json`` (wall time per run, commands, budgets).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from autoqra.config import REPO_ROOT, deep_merge, load_yaml, validate_config
+from autoqra.errors import ConfigError
+from autoqra.io import atomic_write_json, atomic_write_text
+
+DEFAULT_STUDY = {"budgets": {"b3": {"type": "uniform", "bits": 3, "rank": 8},
+                             "b4": {"type": "uniform", "bits": 4, "rank": 8}},
+                 "shared_methods": [], "work_dir": "results/study", "out_dir": "benchmarks/results/study"}
+
+
+def study_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``study`` section with defaults; ConfigError naming the key on a bad value."""
+    st = deep_merge(DEFAULT_STUDY, cfg.get("study") or {})
+    if "budgets" in (cfg.get("study") or {}):
+        st["budgets"] = dict(cfg["study"]["budgets"])
+    if not st["budgets"]:
+        raise ConfigError("config key 'study.budgets': expected at least one budget")
+    unknown = [m for m in st["shared_methods"] if m not in cfg["methods"]]
+    if unknown:
+        raise ConfigError(f"config key 'study.shared_methods': {unknown} are not methods (methods: {sorted(cfg['methods'])})")
+    bad = [m for m in st["shared_methods"] if cfg["methods"][m]["plan"] not in ("uniform", "base")]
+    if bad:
+        raise ConfigError(f"config key 'study.shared_methods': {bad} have budget-dependent plans; only uniform and "
+                          "base methods can be shared between budgets")
+    return st
+
+
+def budget_configs(cfg: Mapping[str, Any], root: Path) -> dict[str, dict[str, Any]]:
+    """One pipeline config per budget: the study config with that budget, the shared cache (absolute)
+    and, after the first budget, without the shared methods."""
+    st = study_settings(cfg)
+    cache = str((root / st["work_dir"] / "cache").resolve())
+    out = {}
+    for i, (name, budget) in enumerate(st["budgets"].items()):
+        c = {k: v for k, v in cfg.items() if k != "study"}
+        c = deep_merge(c, {"cache_dir": cache})
+        c["budget"] = dict(budget)
+        if i > 0:
+            c["methods"] = {m: s for m, s in cfg["methods"].items() if m not in st["shared_methods"]}
+        out[name] = c
+    return out
+
+
+def run_study(config_path: str | os.PathLike, *, cores: int = 2, root: str | os.PathLike = ".",
+              snakemake_args: Sequence[str] = (), combine_only: bool = False) -> dict[str, Any]:
+    """Run the pipeline per budget (``snakemake --directory <work_dir>/<budget>``), then ``combine``."""
+    root = Path(root).resolve()
+    cfg = validate_config(load_yaml(config_path), base_dir=root)
+    st = study_settings(cfg)
+    runs = {}
+    for name, c in budget_configs(cfg, root).items():
+        work = root / st["work_dir"] / name
+        work.mkdir(parents=True, exist_ok=True)
+        cfg_file = work / "config.yaml"
+        atomic_write_text(cfg_file, yaml.safe_dump(c, sort_keys=False))
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO_ROOT / "Snakefile"), "--directory", str(work),
+               "--configfile", str(cfg_file), "--cores", str(cores), *snakemake_args]
+        t0 = time.perf_counter()
+        if not combine_only:
+            res = subprocess.run(cmd, cwd=REPO_ROOT)
+            if res.returncode != 0:
+                raise RuntimeError(f"study: the pipeline for budget {name!r} failed (exit {res.returncode}); "
+                                   f"log under {work}/.snakemake/log; re-run the same command to resume")
+        runs[name] = {"dir": str(work), "budget": c["budget"], "command": cmd,
+                      "wall_seconds": None if combine_only else time.perf_counter() - t0}
+    return combine(runs, cfg, root / st["out_dir"], shared=st["shared_methods"])
+
+
+def _pooled(dirs: Mapping[str, Path], name: str, first: str, shared: Sequence[str], table: str) -> pd.DataFrame:
+    """Budget ``name``'s summary ``table`` with the shared methods' rows taken from the first budget."""
+    own = pd.read_csv(dirs[name] / "results/summary" / table, sep="\t")
+    if name == first or not shared:
+        return own
+    other = pd.read_csv(dirs[first] / "results/summary" / table, sep="\t")
+    return pd.concat([own[~own["method"].isin(shared)], other[other["method"].isin(shared)]], ignore_index=True)
+
+
+def combine(runs: Mapping[str, Mapping[str, Any]], cfg: Mapping[str, Any], out_dir: str | os.PathLike,
+            shared: Sequence[str] = ()) -> dict[str, Any]:
+    """The study's tables from the per-budget run directories (see the module docstring)."""
+    from autoqra.pipeline.summarize import references
+    from autoqra.report.claims import claim_rows_from_dir, claims_frame
+    from autoqra.report.load import read_aggregate
+    from autoqra.report.tables import table_ablations, table_main, write_table
+    from autoqra.report.uncertainty import bootstrap_all
+
+    out = Path(out_dir)
+    dirs = {name: Path(r["dir"]) for name, r in runs.items()}
+    first = next(iter(dirs))
+    methods, models = cfg["methods"], sorted(cfg["models"])
+    t1, t3, t5, uncs = [], [], [], []
+    for name, d in dirs.items():
+        docs = _pooled(dirs, name, first, shared, "docs.tsv")
+        agg_path = out / name / "aggregate.tsv"
+        agg_path.parent.mkdir(parents=True, exist_ok=True)
+        _pooled(dirs, name, first, shared, "aggregate.tsv").to_csv(agg_path, sep="\t", index=False)
+        agg = read_aggregate(agg_path)
+        rolling = {t: ["nats_per_token"] for t in docs.loc[docs["metric"] == "tokens", "task"].unique()}
+        unc = bootstrap_all(docs, {m: references(methods) for m in docs["model"].unique()}, extra=rolling)
+        unc_path = out / name / "uncertainty.tsv"
+        unc.to_csv(unc_path, sep="\t", index=False, float_format="%.6g")
+        label = {m: f"{m} @ {name}" for m in models}
+        t1.append(table_main(agg, methods, models, unc).replace({"Model": label}))
+        t3.append(table_ablations(agg, methods, models, unc).replace({"Model": label}))
+        for m in models:
+            t5 += [{**row, "Model": label[m]} for row in claim_rows_from_dir(m, d, agg_path, unc_path, cfg)]
+        uncs.append(unc.assign(budget=name))
+        figs = d / "paper_figures"
+        if figs.is_dir():
+            shutil.copytree(figs, out / name / "paper_figures", dirs_exist_ok=True)
+    for stem, df in (("table1_main", pd.concat(t1, ignore_index=True)),
+                     ("table3_ablations", pd.concat(t3, ignore_index=True)), ("table5_claims", claims_frame(t5))):
+        write_table(df, out / f"{stem}.csv", out / f"{stem}.tex")
+    pd.concat(uncs, ignore_index=True).to_csv(out / "uncertainty.tsv", sep="\t", index=False, float_format="%.6g")
+    summary = {"runs": {k: {**v, "dir": os.path.relpath(v["dir"], REPO_ROOT)} for k, v in runs.items()},
+               "shared_methods": list(shared), "models": models, "methods": sorted(methods),
+               "total_wall_seconds": sum(r["wall_seconds"] or 0.0 for r in runs.values())}
+    atomic_write_json(out / "study.json", summary)
+    return summary

@@ -1,0 +1,54 @@
+"""`autoqra study` end to end on a micro-sized study: the pipeline once per budget (uniform 3-bit and
+4-bit) sharing one cache, the budget-independent methods run once, then the combined tables."""
+
+import json
+import os
+
+import pandas as pd
+import pytest
+import yaml
+from workflow_runner import MICRO, OFFLINE, ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_study_runs_both_budgets_and_combines(tmp_path, monkeypatch):
+    from autoqra.study import run_study
+
+    cfg = yaml.safe_load(MICRO.read_text())
+    cfg["search"]["variants"] = {"autoqra": {}}
+    cfg["methods"] = {m: s for m, s in cfg["methods"].items() if m in ("autoqra", "base", "lora16", "qlora_nf4",
+                                                                        "hqq4", "no_stage2")}
+    cfg["optuna_search"] = {"enabled": False}
+    cfg["study"] = {"budgets": {"b3": {"type": "uniform", "bits": 3, "rank": 8},
+                                "b4": {"type": "uniform", "bits": 4, "rank": 8}},
+                    "shared_methods": ["base", "lora16", "qlora_nf4", "hqq4"],
+                    "work_dir": str(tmp_path / "work"), "out_dir": str(tmp_path / "out")}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    for k, v in OFFLINE.items():
+        monkeypatch.setenv(k, v)
+    summary = run_study(path, cores=2, root=ROOT)
+    work, out = tmp_path / "work", tmp_path / "out"
+    assert set(summary["runs"]) == {"b3", "b4"} and all(r["wall_seconds"] > 0 for r in summary["runs"].values())
+    budgets = {b: json.loads((work / b / "results/memory/micro/budget.json").read_text())["plan_bytes"]
+               for b in ("b3", "b4")}
+    assert budgets["b3"] < budgets["b4"]
+    # one shared cache; the shared methods were fine-tuned only for the first budget
+    assert {yaml.safe_load((work / b / "config.yaml").read_text())["cache_dir"] for b in ("b3", "b4")} == \
+        {str(work / "cache")}
+    assert (work / "b3/results/finetune/micro/lora16").is_dir() and not (work / "b4/results/finetune/micro/lora16").exists()
+    t1 = pd.read_csv(out / "table1_main.csv")
+    assert set(t1.Model) == {"micro @ b3", "micro @ b4"}
+    b4 = t1[t1.Model == "micro @ b4"].Method.tolist()
+    assert b4[0] == "AutoQRA" and {"LoRA (16-bit)†", "QLoRA (NF4)", "Base (untuned)†"} <= set(b4)  # pooled from b3
+    plan3 = json.loads((work / "b3/results/final/micro/autoqra/plan.json").read_text())
+    assert plan3["meta"]["memory_bytes"] <= budgets["b3"]
+    t5 = pd.read_csv(out / "table5_claims.csv")
+    assert len(t5) == 2 * 7 and set(t5.Model) == {"micro @ b3", "micro @ b4"}
+    qlora = t5[t5.Claim.str.startswith("AutoQRA ≥ QLoRA")]
+    assert qlora["Ours [95 % CI]"].str.contains(r"\[").all()  # both budgets have the pooled QLoRA to compare with
+    unc = pd.read_csv(out / "uncertainty.tsv", sep="\t")
+    assert set(unc.budget) == {"b3", "b4"} and set(unc[unc.budget == "b4"].method) >= {"autoqra", "lora16", "base"}
+    assert (out / "b4/paper_figures/fig2_pareto_micro.png").is_file() and (out / "study.json").is_file()
+    assert os.path.relpath(work, ROOT) in json.loads((out / "study.json").read_text())["runs"]["b3"]["dir"]
