@@ -91,7 +91,7 @@ def refine_params():
     return config_keys("refine", _fields(TrustRegionSettings))
 
 
-DATA_KEYS = ("name", "source", "path", "id", "split", "n_train", "n_val", "n_test", "skills")
+DATA_KEYS = ("name", "source", "path", "id", "split", "n_train", "n_val", "n_test", "skills", "general_text")
 
 
 def get_method_spec(wildcards):
