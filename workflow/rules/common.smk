@@ -163,19 +163,36 @@ def get_method_priors(wildcards):
     return []
 
 
-def random_evaluations():
-    """The random search's HF evaluations: as many as the autoqra variant spends, unless set."""
-    from autoqra.pipeline.methods import hf_evaluation_count
+def random_equal_cost_source(wildcards):
+    """AutoQRA's history (its cost in HF-equivalents) for the equal-cost random search, unless the
+    config fixes its evaluation count."""
+    if config["random_search"]["evaluations"] is not None:
+        return []
+    return f"results/final/{wildcards.model}/autoqra/history.json"
 
-    n = config["random_search"]["evaluations"]
-    return n if n is not None else hf_evaluation_count(config, "autoqra")
+
+def optuna_equal_cost_source(wildcards):
+    if config["optuna_search"]["evaluations"] is not None:
+        return []
+    return f"results/final/{wildcards.model}/autoqra/history.json"
 
 
-def optuna_evaluations():
-    from autoqra.pipeline.methods import hf_evaluation_count
+def pick_params():
+    """The noise-robust pick's settings (refine.reevaluate_top_k / reevaluate_seeds), the search's
+    seed and the Stage-2 utility they rank by."""
+    return {k: config["refine"][k] for k in ("reevaluate_top_k", "reevaluate_seeds", "alpha")}
 
-    n = config["optuna_search"]["evaluations"]
-    return n if n is not None else hf_evaluation_count(config, "autoqra")
+
+def heldout_seed():
+    """The seed of every HF score reported for a method (no plan was selected on it)."""
+    from autoqra.search.pick import heldout_seed as _heldout
+
+    return _heldout(config["seed"], config["refine"]["reevaluate_seeds"])
+
+
+def validation_examples():
+    """Validation examples an evaluation scores (the cost model's eval term, autoqra.search.cost)."""
+    return config["data"]["n_val"]
 
 
 def uses_optuna():
@@ -184,6 +201,34 @@ def uses_optuna():
 
 def get_random_shards(wildcards):
     return expand("results/random/{model}/hf-shard{shard}.jsonl", model=wildcards.model, shard=range(RANDOM_SHARDS))
+
+
+def get_random_pick_shards(wildcards):
+    return expand(
+        "results/random/{model}/pick/hf-shard{shard}.jsonl", model=wildcards.model, shard=range(RANDOM_SHARDS)
+    )
+
+
+def get_pick_shards(wildcards):
+    return expand(
+        "results/final/{model}/{variant}/pick/hf-shard{shard}.jsonl",
+        model=wildcards.model,
+        variant=wildcards.variant,
+        shard=range(REFINE_SHARDS),
+    )
+
+
+def get_all_refine_shards(wildcards):
+    """Every Stage-2 evaluation shard of a variant (none without Stage 2): its cost."""
+    if not stage2_enabled(wildcards.variant):
+        return []
+    return expand(
+        "results/refine/{model}/{variant}/t{t}/hf-shard{shard}.jsonl",
+        model=wildcards.model,
+        variant=wildcards.variant,
+        t=range(REFINE_ITERATIONS),
+        shard=range(REFINE_SHARDS),
+    )
 
 
 def finetune_params():

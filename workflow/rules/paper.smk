@@ -4,6 +4,17 @@
 # `snakemake --report report.html` with its caption from workflow/report/.
 PAPER_OPTUNA = config.get("optuna_search", {}).get("enabled", False)
 
+
+def fig3_heldout_methods():
+    """The methods whose held-out HF score marks each searcher's pick in Figure 3."""
+    out = {}
+    for name, spec in config["methods"].items():
+        if spec["plan"] == "search" and spec.get("variant") == "autoqra" and spec.get("stage2", True):
+            out.setdefault("autoqra", name)
+        if spec["plan"] == "random":
+            out.setdefault("random", name)
+    return out
+
 # paper_outputs() (common.smk) lists every file the rules below write.
 
 
@@ -130,7 +141,7 @@ rule paper_fig2_pareto:
 
 
 rule paper_fig3_search_efficiency:
-    """Figure 3: hypervolume per generation of every variant; best feasible HF score vs HF evaluations."""
+    """Figure 3: hypervolume per generation of every variant; best feasible HF score vs cost in HF-equivalents."""
     input:
         hypervolumes=expand("results/search/{{model}}/{variant}/hypervolume.tsv", variant=VARIANTS),
         history="results/final/{model}/autoqra/history.json",
@@ -138,6 +149,7 @@ rule paper_fig3_search_efficiency:
         # optional: absent (empty) when the config runs no random search / no optuna search
         random="results/random/{model}/summary.json" if uses_random() else [],
         optuna="results/optuna/{model}/summary.json" if PAPER_OPTUNA else [],
+        methods_hf="results/methods_hf/{model}.tsv",
     output:
         pdf=report(
             "paper_figures/fig3_search_efficiency_{model}.pdf",
@@ -155,6 +167,7 @@ rule paper_fig3_search_efficiency:
         ),
     params:
         variants=VARIANTS,
+        heldout_methods=fig3_heldout_methods(),
     log:
         "results/logs/paper_fig3_search_efficiency/{model}.log",
     conda:

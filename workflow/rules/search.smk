@@ -3,12 +3,43 @@
 # propose(g) -> evaluate(g, lf, shard) -> promote(g) -> evaluate(g, hf, shard) -> select(g) -> ...
 
 
+rule search_reference:
+    """The hypervolume reference point every search variant of the model shares, fixed before any
+    search runs: the HF scores of the smallest plan and of the budget's uniform plan, minus a margin."""
+    input:
+        model=rules.model_prepare.output.hf,
+        budget=rules.memory_budget.output.budget,
+        train=f"{DATA}/train.jsonl",
+        validation=f"{DATA}/validation.jsonl",
+    output:
+        "results/search/{model}/hv_reference.json",
+    params:
+        space=config["search_space"],
+        hv_ref_score=config["search"]["hv_ref_score"],
+        evaluator=evaluator_params(),
+        cache_dir=config["cache_dir"],
+        seed=config["seed"],
+    priority: 10
+    log:
+        "results/logs/search_reference/{model}.log",
+    benchmark:
+        "results/benchmarks/search_reference/{model}.tsv"
+    conda:
+        "../../envs/autoqra.yaml"
+    threads: HEAVY_THREADS
+    resources:
+        gpu=1,
+    script:
+        "../scripts/search_reference.py"
+
+
 rule search_propose:
     """Offspring of generation g (the warm-started initial population for g = 0)."""
     input:
         model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
         priors=rules.sensitivity.output.priors,
+        hv_reference=rules.search_reference.output[0],
         previous=get_previous_select,
     output:
         "results/search/{model}/{variant}/g{g}/lf.json",
@@ -124,6 +155,7 @@ rule search_front:
         space=config["search_space"],
         search=config["search"],
         variant=get_variant,
+        n_val=validation_examples(),
         seed=config["seed"],
     priority: 10
     log:
