@@ -45,8 +45,9 @@ from autoqra.manifest import build_manifest
 from autoqra.memory import MemoryModel, ModelShape
 from autoqra.plan import Plan
 from autoqra.search.cost import equal_cost_evaluations, evaluation_units
-from autoqra.search.evolution import EvolutionarySearch, EvolutionSettings, shared_hv_reference
+from autoqra.search.evolution import EvolutionarySearch, EvolutionSettings
 from autoqra.search.operators import uniform_genomes
+from autoqra.search.pareto import shared_hv_reference
 from autoqra.search.pick import pick_candidates, reevaluation_seeds, robust_pick
 from autoqra.search.priors import NORMS, normalise_priors
 from autoqra.search.space import SearchSpace, saturated

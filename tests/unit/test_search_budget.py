@@ -10,8 +10,13 @@ import pytest
 
 from autoqra.memory import MemoryModel, ModelShape
 from autoqra.plan import Plan
-from autoqra.search.cost import equal_cost_evaluations, evaluation_units, hf_equivalents, record_units
-from autoqra.search.evolution import EvolutionarySearch, EvolutionSettings, shared_hv_reference
+from autoqra.search.cost import (
+    equal_cost_evaluations,
+    evaluation_units,
+    hf_equivalents,
+    record_units,
+)
+from autoqra.search.evolution import EvolutionarySearch, EvolutionSettings
 from autoqra.search.operators import (
     Operators,
     coupled_mutation,
@@ -19,6 +24,7 @@ from autoqra.search.operators import (
     uniform_genomes,
     warm_start,
 )
+from autoqra.search.pareto import shared_hv_reference
 from autoqra.search.pick import heldout_seed, pick_candidates, reevaluation_seeds, robust_pick
 from autoqra.search.priors import normalise_priors
 from autoqra.search.space import SearchSpace, fill_to_budget, repair_to_budget, saturated
@@ -291,7 +297,14 @@ def test_robust_pick_by_mean_and_the_seeds_it_uses():
 
 
 def test_pick_phase_and_choice_from_records():
-    from autoqra.pipeline.pick import FINAL, STAGE1, candidate_phase, choose, cost_curve, pick_records
+    from autoqra.pipeline.pick import (
+        FINAL,
+        STAGE1,
+        candidate_phase,
+        choose,
+        cost_curve,
+        pick_records,
+    )
 
     obj = Objective(SPACE)
     iq, ir = obj.imp_q, obj.imp_r

@@ -37,8 +37,9 @@ from autoqra.pipeline.common import (
     shard_of,
 )
 from autoqra.search.cost import hf_equivalents
-from autoqra.search.evolution import EvolutionarySearch, shared_hv_reference
+from autoqra.search.evolution import EvolutionarySearch
 from autoqra.search.operators import uniform_genomes
+from autoqra.search.pareto import shared_hv_reference
 from autoqra.search.space import SearchSpace
 
 RECORD_COLUMNS = ("generation", "phase", "fidelity", "plan_hash", "bits", "ranks", "status", "reason", "score",

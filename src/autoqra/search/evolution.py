@@ -8,7 +8,7 @@ and a resumed search follows exactly the trajectory of an uninterrupted one.
 Hypervolume: over all feasible HF evaluations so far (so it never decreases), memory in units of
 the budget, reference point (P_ref, 1 + hv_memory_margin). The margin lets plans that use the
 whole budget count. P_ref is ``hv_ref_score``: the pipeline fixes it once per model before any
-search runs (``shared_hv_reference``), so every variant's hypervolume is measured against the same
+search runs (``pareto.shared_hv_reference``), so every variant's hypervolume is measured against the same
 point. Left unset (tests, notebooks), it is frozen at the first selection to the lowest initial HF
 score minus 10 % of the initial score spread; later points below it add nothing.
 """
@@ -84,17 +84,6 @@ class EvolutionSettings:
     @property
     def n_offspring(self) -> int:
         return self.offspring or self.population
-
-
-def shared_hv_reference(scores: Sequence[float | None], margin: float = 0.1) -> float:
-    """The hypervolume reference score every search variant of a model shares: the lowest of
-    ``scores`` (HF scores of plans fixed before any search, e.g. the smallest plan and the budget's
-    uniform plan) minus ``margin`` times their spread (times |lowest| when they coincide)."""
-    ok = [float(s) for s in scores if s is not None and np.isfinite(s)]
-    if not ok:
-        raise ValueError("hypervolume reference: every reference plan's evaluation failed")
-    lo, hi = min(ok), max(ok)
-    return lo - margin * ((hi - lo) if hi > lo else max(abs(lo), 1e-12))
 
 
 def _check_importance(space: SearchSpace, imp: np.ndarray, name: str) -> np.ndarray:
