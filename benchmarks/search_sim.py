@@ -24,7 +24,9 @@ pipeline's cached evaluator. The priors are the sensitivities seen through log-n
 Reported per (model, profile, seed): each method's true (noise-free) P of the picked plan, its
 memory / budget and whether it is within one upgrade of the budget (no single upgrade still fits);
 targets: every final plan within one upgrade of the budget, AutoQRA ≥ each other method in ≥ 4 of 5
-seeds on every profile. ``--norms`` also runs AutoQRA with each prior normalisation of
+seeds on every profile. Also the knapsack optimum of the true objective (exact DP), uniform 4-bit,
+and AutoQRA's pick made by other rules from the same runs (utility only, score only, utility
+without the fill = the earlier rule plus re-evaluation). ``--norms`` also runs AutoQRA with each prior normalisation of
 ``autoqra.search.priors``; the pick is also made without the fill (``pick_no_fill``) from the same runs.
 
     nice -n 10 .venv/bin/python benchmarks/search_sim.py            # writes benchmarks/results/search_sim.json
@@ -128,6 +130,19 @@ class Objective:
         return lambda genomes, fid: [self.observe(g, fid, seed) for g in genomes]
 
 
+def optimum(space: SearchSpace, obj: Objective, grid: float = 2.0**18) -> float:
+    """Best true P under the budget: the separable objective is a multiple-choice knapsack (exact DP
+    on a 256 KiB grid, costs rounded up, so the plan it stands for is feasible)."""
+    cells = int(space.budget // grid)
+    best = np.zeros(cells + 1)
+    for ell in range(space.n_blocks):
+        nxt = np.full(cells + 1, -np.inf)
+        for c, val in zip(np.ceil(space.cost[ell].ravel() / grid).astype(int), obj.hf_table[ell].ravel(), strict=True):
+            nxt[c:] = np.maximum(nxt[c:], best[:cells + 1 - c] + val)
+        best = nxt
+    return -1.0 + float(best.max())
+
+
 def hf_equivalents(lf: int, hf: int) -> float:
     return (lf * LF_UNITS + hf * HF_UNITS) / HF_UNITS
 
@@ -208,8 +223,8 @@ def run_instance(model: str, kind: str, seed: int, norms: list[str]) -> dict:
     # the shared hypervolume reference: the smallest plan and the budget's uniform plan at HF
     ref = shared_hv_reference([obj.observe(space.uniform(2, 4), "hf", seed),
                                obj.observe(uniform_genomes(space, 8)[0], "hf", seed)])
-    res = {"model": model, "profile": kind, "seed": seed,
-           "uniform4_true": obj.true(space.uniform(4, 8)), "hv_reference": ref}
+    res = {"model": model, "profile": kind, "seed": seed, "uniform4_true": obj.true(space.uniform(4, 8)),
+           "optimum_true": optimum(space, obj), "hv_reference": ref}
     res["autoqra"] = run_search(space, obj, "max", True, seed, ref)
     res["no_warm_start"] = run_search(space, obj, "max", False, seed, ref)
     n_total = equal_cost_evaluations(res["autoqra"]["cost"]["hf_equivalents"])
@@ -220,8 +235,12 @@ def run_instance(model: str, kind: str, seed: int, norms: list[str]) -> dict:
     return res
 
 
+PICK_RULES = ("pick", "pick_by_utility", "pick_by_score", "pick_by_utility_no_fill")
+
+
 def summarise(rows: list[dict]) -> dict:
-    """Per (model, profile): wins of AutoQRA over each other method, memory use, mean true scores."""
+    """Per (model, profile): each method's mean true score, worst memory use, plans within one
+    upgrade, AutoQRA's wins over it; AutoQRA's pick rules compared on the same runs."""
     out = {}
     for model in MODELS:
         for kind in PROFILES:
@@ -229,21 +248,23 @@ def summarise(rows: list[dict]) -> dict:
             if not sub:
                 continue
             methods = [k for k in sub[0] if isinstance(sub[0][k], dict) and "pick" in sub[0][k]]
-            cell = {"n_seeds": len(sub)}
+            cell = {"n_seeds": len(sub), "uniform4_true_mean": float(np.mean([r["uniform4_true"] for r in sub])),
+                    "optimum_true_mean": float(np.mean([r["optimum_true"] for r in sub]))}
             for m in methods:
                 cell[m] = {"true_mean": float(np.mean([r[m]["pick"]["true"] for r in sub])),
                            "memory_fraction_min": min(r[m]["pick"]["memory_fraction"] for r in sub),
-                           "within_one_upgrade": sum(r[m]["pick"]["within_one_upgrade"] for r in sub)}
+                           "within_one_upgrade": sum(r[m]["pick"]["within_one_upgrade"] for r in sub),
+                           "hf_equivalents_mean": float(np.mean([r[m]["cost"]["hf_equivalents"] for r in sub]))}
                 if m != "autoqra":
                     cell[m]["autoqra_at_least_as_good"] = sum(r["autoqra"]["pick"]["true"] >= r[m]["pick"]["true"]
                                                               for r in sub)
-            cell["autoqra_no_fill"] = {
-                "true_mean": float(np.mean([r["autoqra"]["pick_no_fill"]["true"] for r in sub])),
-                "memory_fraction_min": min(r["autoqra"]["pick_no_fill"]["memory_fraction"] for r in sub),
-                "within_one_upgrade": sum(r["autoqra"]["pick_no_fill"]["within_one_upgrade"] for r in sub),
-                "fill_at_least_as_good": sum(r["autoqra"]["pick"]["true"] >= r["autoqra"]["pick_no_fill"]["true"]
-                                             for r in sub)}
-            cell["uniform4_true_mean"] = float(np.mean([r["uniform4_true"] for r in sub]))
+            cell["autoqra_pick_rules"] = {
+                rule: {"true_mean": float(np.mean([r["autoqra"][rule]["true"] for r in sub])),
+                       "memory_fraction_min": min(r["autoqra"][rule]["memory_fraction"] for r in sub),
+                       "within_one_upgrade": sum(r["autoqra"][rule]["within_one_upgrade"] for r in sub)}
+                for rule in PICK_RULES}
+            cell["autoqra_stage1_best_true_mean"] = float(np.mean([r["autoqra"]["stage1"]["best_true_on_front"]
+                                                                   for r in sub]))
             out[f"{model}/{kind}"] = cell
     return out
 
@@ -257,19 +278,26 @@ def targets(rows: list[dict], summary: dict) -> dict:
 
 
 def print_table(summary: dict) -> None:
-    head = (f"{'model/profile':<24}{'AutoQRA':>9}{'w/o warm':>9}{'random':>9}{'unif-4':>9}"
-            f"{'  mem/B min (A, W, R)':>22}{'  A>=W':>7}{'A>=R':>6}{'  no-fill':>10}")
+    head = (f"{'model/profile':<24}{'AutoQRA':>9}{'w/o warm':>9}{'random':>9}{'unif-4':>9}{'optimum':>9}"
+            f"{'  mem/B min (A, W, R)':>22}{'  A>=W':>7}{'A>=R':>6}{'  cost':>7}")
     print(head)
     print("-" * len(head))
     for key, c in summary.items():
         a, w, r = c["autoqra"], c["no_warm_start"], c["random"]
         mem = f"{a['memory_fraction_min']:.3f} {w['memory_fraction_min']:.3f} {r['memory_fraction_min']:.3f}"
         print(f"{key:<24}{a['true_mean']:>9.4f}{w['true_mean']:>9.4f}{r['true_mean']:>9.4f}"
-              f"{c['uniform4_true_mean']:>9.4f}{mem:>22}{w['autoqra_at_least_as_good']:>5}/{c['n_seeds']}"
-              f"{r['autoqra_at_least_as_good']:>4}/{c['n_seeds']}{c['autoqra_no_fill']['true_mean']:>10.4f}")
-        for m in (k for k in c if k.startswith("autoqra_") and k != "autoqra_no_fill"):
+              f"{c['uniform4_true_mean']:>9.4f}{c['optimum_true_mean']:>9.4f}{mem:>22}"
+              f"{w['autoqra_at_least_as_good']:>5}/{c['n_seeds']}{r['autoqra_at_least_as_good']:>4}/{c['n_seeds']}"
+              f"{a['hf_equivalents_mean']:>7.0f}")
+        rules = "  ".join(f"{k.removeprefix('pick_by_') if k != 'pick' else 'union'} {v['true_mean']:.4f}"
+                          f" ({v['within_one_upgrade']}/{c['n_seeds']} at B)" for k, v in c["autoqra_pick_rules"].items())
+        print(f"{'':<6}AutoQRA pick rules: {rules}")
+        for m in (k for k in c if k.startswith("autoqra_") and k in MULTI):
             print(f"{'':<6}{m:<18}{c[m]['true_mean']:>9.4f}   (AutoQRA[max] >= it in "
                   f"{c[m]['autoqra_at_least_as_good']}/{c['n_seeds']})")
+
+
+MULTI = tuple(f"autoqra_{n}" for n in NORMS)
 
 
 def main(argv: list[str] | None = None) -> int:
