@@ -265,6 +265,17 @@ def uses_random():
     return any(s["plan"] == "random" for s in config["methods"].values())
 
 
+def fig3_heldout_methods():
+    """The methods whose held-out HF score marks each searcher's pick in Figure 3."""
+    out = {}
+    for name, spec in config["methods"].items():
+        if spec["plan"] == "search" and spec.get("variant") == "autoqra" and spec.get("stage2", True):
+            out.setdefault("autoqra", name)
+        if spec["plan"] == "random":
+            out.setdefault("random", name)
+    return out
+
+
 def paper_outputs():
     """Every file the paper rules write, for all models (Figure 1 only with a random method)."""
     from autoqra.report import paper_targets

@@ -5,16 +5,6 @@
 PAPER_OPTUNA = config.get("optuna_search", {}).get("enabled", False)
 
 
-def fig3_heldout_methods():
-    """The methods whose held-out HF score marks each searcher's pick in Figure 3."""
-    out = {}
-    for name, spec in config["methods"].items():
-        if spec["plan"] == "search" and spec.get("variant") == "autoqra" and spec.get("stage2", True):
-            out.setdefault("autoqra", name)
-        if spec["plan"] == "random":
-            out.setdefault("random", name)
-    return out
-
 # paper_outputs() (common.smk) lists every file the rules below write.
 
 
