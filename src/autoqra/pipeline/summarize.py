@@ -122,6 +122,22 @@ def _hf_eq(records: Sequence[Mapping], n_val: int | None, unit: float | None) ->
     return hf_equivalents(records, n_val, unit)["hf_equivalents"]
 
 
+def _pick_rows(final_dir: Path) -> list[tuple[str, list[dict]]]:
+    """A variant's pick re-evaluations: those of its final pick (part of the variant's cost) and
+    those only the Stage-1-only pick needed (paid for the "w/o Stage 2" method)."""
+    phase = final_dir / "pick" / "hf.json"
+    if not phase.is_file():
+        return []
+    from autoqra.pipeline.pick import FINAL
+
+    doc = _read(phase)
+    recs = {int(r["index"]): r for r in _jsonl(sorted(final_dir.glob("pick/hf-shard*.jsonl")))}
+    n = len(doc["reevaluation_seeds"])
+    final = [recs[i] for i in sorted(recs) if FINAL in doc["plans"][i // n]["sets"]]
+    other = [recs[i] for i in sorted(recs) if FINAL not in doc["plans"][i // n]["sets"]]
+    return [("search_pick", final), ("search_pick_stage1", other)]
+
+
 def _jsonl(paths) -> list[dict]:
     return [rec for p in paths for rec in read_jsonl(p)]
 
@@ -151,7 +167,7 @@ def search_cost(front_files: Sequence, random_files: Sequence, sensitivity_files
         final = Path(str(d).replace(f"{os.sep}search{os.sep}", f"{os.sep}final{os.sep}", 1))
         refine = _jsonl(sorted((Path(str(d).replace(f"{os.sep}search{os.sep}", f"{os.sep}refine{os.sep}", 1)))
                                .glob("t*/hf-shard*.jsonl")))
-        for stage, more in (("stage2_refine", refine), ("search_pick", _jsonl(sorted(final.glob("pick/hf-shard*.jsonl"))))):
+        for stage, more in (("stage2_refine", refine), *_pick_rows(final)):
             if more:
                 n, trained, secs, fresh = _fresh_cost(more)
                 rows.append({"model": model, "stage": stage, "variant": variant, "lf_evaluations": 0,

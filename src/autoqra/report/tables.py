@@ -21,6 +21,7 @@ TEXT_COLUMNS = {"Model", "Method", "Stage", "Variant"}
 GROUP_ORDER = {"autoqra": 0, "baseline": 1, "ablation": 2}
 STAGE_LABELS = {"stage0_sensitivity": "Stage 0 (sensitivity)", "stage1_search": "Stage 1 (search)",
                 "stage2_refine": "Stage 2 (refinement)", "search_pick": "Noise-robust pick",
+                "search_pick_stage1": "Stage-1-only pick",
                 "random_search": "Random search",
                 "optuna_search": "Optuna search", "finetune": "Final fine-tuning"}
 DASH = "—"
