@@ -259,6 +259,26 @@ def test_pipeline_contexts_of_all_variants_read_one_reference(tmp_path):
     fixed = search.reference(SPACE, None, 0, 8, tmp_path / "fixed.json", fixed_score=-3.5)
     assert fixed["score"] == -3.5 and fixed["plans"] == []
 
+    class Failing(Evaluator):  # the smallest plan fails: the next uniform plan that fits replaces it
+        def __init__(self, bad):
+            self.bad = bad
+
+        def evaluate(self, plan, fidelity, seed):
+            rec = super().evaluate(plan, fidelity, seed)
+            return {**rec, "status": "failed", "score": None, "reason": "nan_loss"} if self.bad(plan) else rec
+
+    smallest = SPACE.to_plan(SPACE.uniform(2, 4)).hash
+    doc = search.reference(SPACE, Failing(lambda p: p.hash == smallest), 0, 8, tmp_path / "hv2.json")
+    assert [r["status"] for r in doc["plans"]] == ["failed", "ok", "ok"]
+    assert doc["score"] == pytest.approx(shared_hv_reference([r["score"] for r in doc["plans"][1:]]))
+    # every evaluation fails: no shared score, each variant falls back to its own (the search then
+    # stops on its own failed generation, which names the reasons)
+    doc = search.reference(SPACE, Failing(lambda p: True), 0, 8, tmp_path / "hv3.json")
+    assert doc["score"] is None and len(doc["plans"]) == len(uniform_genomes(SPACE, 8)) + 1
+    ctx = search.SearchContext(tmp_path / "m", space_cfg, tmp_path / "budget.json", None,
+                               {"population": 4, "generations": 1, "promote": 2}, {}, 0, tmp_path / "hv3.json")
+    assert ctx.settings.hv_ref_score is None
+
 
 # ---- the noise-robust pick ----------------------------------------------------------------------
 

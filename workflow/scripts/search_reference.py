@@ -15,4 +15,4 @@ evaluator = None if fixed is not None else make_evaluator(model_dir, Path(sm.inp
                                                           sm.params.evaluator)
 doc = search.reference(space, evaluator, sm.params.seed, reference_rank(sm.input.budget, space), sm.output[0],
                        fixed_score=fixed)
-log.info("hypervolume reference score %.6g (%s): %s", doc["score"], doc["source"], doc["plans"])
+log.info("hypervolume reference score %s (%s): %s", doc["score"], doc["source"], doc["plans"])

@@ -58,7 +58,7 @@ class SearchContext:
         self.imp_q, self.imp_r = load_priors(priors_tsv, self.space.n_blocks)
         settings = evolution_settings(search_cfg, variant)
         extra = {"reference_rank": reference_rank(budget_json, self.space)}
-        if hv_reference_json:
+        if hv_reference_json and read_json(hv_reference_json)["score"] is not None:
             extra["hv_ref_score"] = float(read_json(hv_reference_json)["score"])
         self.settings = replace(settings, **extra)
         self.seed = int(seed)
@@ -75,18 +75,32 @@ def reference(space: SearchSpace, evaluator: Any, seed: int, ref_rank: int | Non
               margin: float = 0.1, fixed_score: float | None = None) -> dict:
     """The hypervolume reference every search variant of the model shares, fixed before any search:
     ``shared_hv_reference`` of the HF scores (search seed) of the smallest plan and the budget's own
-    uniform plan, or ``fixed_score`` (config search.hv_ref_score) without evaluating anything."""
-    plans = [space.uniform(space.bits[0], space.ranks[0]), uniform_genomes(space, ref_rank)[0]]
-    rows = []
+    uniform plan, or ``fixed_score`` (config search.hv_ref_score) without evaluating anything.
+
+    A failed evaluation is replaced by the next uniform plan that fits; if every one fails, the
+    score is null and each variant falls back to its own reference (frozen at its generation 0),
+    with the failures recorded here, so that a broken evaluator fails in the search, which says why.
+    """
+    plans = [space.uniform(space.bits[0], space.ranks[0]), *uniform_genomes(space, ref_rank)]
+    rows: list[dict] = []
     if fixed_score is None:
         for g in plans:
+            if sum(r["status"] == "ok" for r in rows) >= 2:
+                break
+            if any(r["genome"] == g.tolist() for r in rows):
+                continue
             rec = evaluator.evaluate(space.to_plan(g), "hf", seed)
             rows.append({"genome": g.tolist(), "plan_hash": rec["plan_hash"], "status": rec["status"],
-                         "score": rec["score"], "memory_bytes": space.memory(g), "cached": rec["cached"]})
-    score = fixed_score if fixed_score is not None else shared_hv_reference([r["score"] for r in rows], margin)
-    doc = {"score": float(score), "margin": margin, "seed": seed, "plans": rows,
-           "source": "config search.hv_ref_score" if fixed_score is not None else
-           "smallest plan and the budget's uniform plan at HF"}
+                         "reason": rec.get("reason"), "score": rec["score"], "memory_bytes": space.memory(g),
+                         "cached": rec["cached"]})
+    ok = [r["score"] for r in rows if r["status"] == "ok" and r["score"] is not None]
+    if fixed_score is not None:
+        score, source = float(fixed_score), "config search.hv_ref_score"
+    elif ok:
+        score, source = shared_hv_reference(ok, margin), "smallest plan and the budget's uniform plan at HF"
+    else:
+        score, source = None, "none: every reference plan's evaluation failed (each variant freezes its own)"
+    doc = {"score": score, "margin": margin, "seed": seed, "plans": rows, "source": source}
     atomic_write_json(out, doc)
     return doc
 
