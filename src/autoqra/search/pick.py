@@ -20,9 +20,9 @@ below the pick below, in every run. Filled, the top plans by utility are strong 
 smooth profiles (mean true −0.9120 / −0.9331 on Qwen3-4B) but poor on the flat bulk with outliers
 (−1.0300; the fill spends the rest of the budget on cheap rank upgrades where the search had put
 8-bit outliers); the top plans by score are the reverse (−0.9875 there, −0.9287 / −0.9458 on the
-others). Taking candidates from both rankings in turn came close to the better of the two
-on every model and profile (at most 0.0041 below it; −0.9897 / −0.9161 / −0.9343 on Qwen3-4B). Stage 2 keeps its utility
-GP; only the candidates it hands to the pick are filled.
+others). Taking candidates from both rankings in turn came close to the better of the two on
+every model and profile (at most 0.0041 below it; −0.9897 / −0.9161 / −0.9343 on Qwen3-4B).
+Stage 2 keeps its utility GP; only the candidates it hands to the pick are filled.
 """
 
 from __future__ import annotations
