@@ -215,7 +215,10 @@ def _check_methods(cfg: dict) -> None:
                                   f"{key}.bits is {spec['bits']}") from None
         if spec["plan"] == "random" and "autoqra" not in variants and cfg["random_search"]["evaluations"] is None:
             raise ConfigError("config key 'random_search.evaluations': required when there is no 'autoqra' "
-                              "search variant to match the evaluation count of")
+                              "search variant to match the evaluation cost of")
+    if cfg["optuna_search"]["enabled"] and "autoqra" not in variants and cfg["optuna_search"]["evaluations"] is None:
+        raise ConfigError("config key 'optuna_search.evaluations': required when there is no 'autoqra' "
+                          "search variant to match the evaluation cost of")
 
 
 def _check_finetune(cfg: dict) -> None:

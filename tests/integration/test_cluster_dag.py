@@ -10,13 +10,12 @@ from workflow_runner import MICRO, ROOT, dry_run_jobs, rule_locality, snakemake
 
 from autoqra.config import validate_schema
 from autoqra.pipeline.common import evolution_settings, shard_of
-from autoqra.pipeline.methods import hf_evaluation_count
 from autoqra.pipeline.search import phase_size
 
 pytestmark = pytest.mark.integration
 
-GPU_RULES = {"sensitivity", "search_evaluate", "refine_evaluate", "random_evaluate", "optuna_search",
-             "methods_hf", "finetune", "lm_eval"}
+GPU_RULES = {"sensitivity", "search_reference", "search_evaluate", "refine_evaluate", "final_evaluate",
+             "random_evaluate", "random_reevaluate", "optuna_search", "methods_hf", "finetune", "lm_eval"}
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +63,9 @@ def test_no_gpu_job_has_nothing_to_evaluate(paper_jobs):
             assert len(shards) == min(cfg["search"]["shards"], n)
         elif kind == "refine":
             n = cfg["refine"]["q"]
-        else:
-            n = hf_evaluation_count(cfg, "autoqra")
+        else:  # at equal cost: at least AutoQRA's generation-0 evaluations (known only at run time)
+            assert len(shards) == cfg["random_search"]["shards"]
+            n = cfg["search"]["population"]
         empty += [(kind, variant, step, phase, k) for k in shards if not shard_of(list(range(n)), k, len(shards))]
     assert empty == []
     single = [k for k in phases if k[2] == "single_fidelity"]

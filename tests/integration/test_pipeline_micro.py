@@ -45,8 +45,25 @@ def test_micro_pipeline_search_and_final_plan(micro_run):
     hist = json.loads((r / "final/micro/autoqra/history.json").read_text())
     plan = json.loads((r / "final/micro/autoqra/plan.json").read_text())
     assert hist["final"]["within_budget"] and hist["final"]["memory_bytes"] <= budget
-    assert hist["final"]["utility"] >= hist["stage1_best_utility"]["utility"]
     assert len(plan["bits"]) == 4 and set(plan["bits"]) <= {2, 3, 4, 8}
+    # the noise-robust pick: filled candidates re-evaluated at fresh seeds, best mean score wins
+    pick = hist["pick"]
+    assert pick["seeds"] == [1, 2] and hist["final"]["within_one_upgrade"]
+    finals = [c for c in pick["candidates"] if "final" in c["sets"]]
+    assert hist["final"]["hf_score"] == max(c["mean_score"] for c in finals)
+    assert all(len(c["scores"]) == 2 and c["within_one_upgrade"] for c in pick["candidates"])
+    assert plan["meta"]["reevaluation_seeds"] == [1, 2]
+    # one hypervolume reference for every variant, fixed before the searches
+    ref = json.loads((r / "search/micro/hv_reference.json").read_text())
+    for variant in ("autoqra", "single_fidelity", "no_importance"):
+        f = json.loads((r / f"search/micro/{variant}/front.json").read_text())
+        assert f["hv_reference"] == [ref["score"], 1.01], variant
+    # the cost AutoQRA spent (LF, Stage 2 and its pick included) is recorded in HF-equivalents
+    cost = hist["cost"]
+    assert cost["total"]["hf_equivalents"] == pytest.approx(sum(cost[k]["hf_equivalents"]
+                                                                for k in ("stage1", "stage2", "pick")))
+    assert cost["stage1"]["evaluations"]["lf"] == front["evaluations"]["lf"] and cost["pick"]["hf_equivalents"] > 0
+    assert hist["cost_curve"][-1]["cost"] == pytest.approx(cost["total"]["hf_equivalents"])
 
 
 def test_micro_pipeline_methods_finetune_and_benchmarks(micro_run):
@@ -107,7 +124,16 @@ def test_micro_pipeline_methods_finetune_and_benchmarks(micro_run):
     assert pd.isna(avg.loc["autoqra", "delta"]) and avg.drop("autoqra").delta_lo.le(avg.drop("autoqra").delta).all()
     cost = pd.read_csv(r / "summary/search_cost.tsv", sep="\t", keep_default_na=False)
     hf = cost.set_index(["stage", "variant"])["hf_evaluations"]
-    assert hf["random_search", ""] == hf["stage1_search", "autoqra"] + hf["stage2_refine", "autoqra"]
+    # random search and optuna spend AutoQRA's recorded cost (HF-equivalents, floored), own pick included
+    spent = json.loads((r / "final/micro/autoqra/history.json").read_text())["cost"]["total"]["hf_equivalents"]
+    assert hf["random_search", ""] == int(spent) == hf["optuna_search", "tpe"]
+    assert hf["random_search", ""] > hf["stage1_search", "autoqra"] + hf["stage2_refine", "autoqra"]  # LF counted
+    heq = cost.set_index(["stage", "variant"])["hf_equivalents"].replace("", float("nan")).astype(float)
+    autoqra = sum(heq[s, "autoqra"] for s in ("stage1_search", "stage2_refine", "search_pick"))
+    assert autoqra == pytest.approx(spent, abs=1e-3)  # the TSV keeps 6 significant digits
+    # every HF score shown for a method comes from the held-out seed (seed + reevaluate_seeds + 1)
+    mhf = pd.read_csv(r / "methods_hf/micro.tsv", sep="\t")
+    assert set(mhf.seed) == {3} and set(mhf.method) == set(cfg["methods"])
     # Single fidelity: every offspring at HF, no LF evaluation at all.
     assert hf["stage1_search", "single_fidelity"] == 4 + 2 * 4
     assert cost.set_index(["stage", "variant"]).loc[("stage1_search", "single_fidelity"), "lf_evaluations"] == 0

@@ -12,8 +12,8 @@ from workflow_runner import MICRO, OFFLINE, ROOT, snakemake_cmd
 pytestmark = pytest.mark.integration
 
 LIMIT_S = 2400  # SIGKILL after this: on SIGTERM Snakemake would wait for its Slurm jobs
-GPU_RULES = {"sensitivity", "search_evaluate", "refine_evaluate", "random_evaluate", "optuna_search",
-             "methods_hf", "finetune", "lm_eval"}
+GPU_RULES = {"sensitivity", "search_reference", "search_evaluate", "refine_evaluate", "final_evaluate",
+             "random_evaluate", "random_reevaluate", "optuna_search", "methods_hf", "finetune", "lm_eval"}
 
 
 def test_micro_pipeline_through_slurm_equals_a_local_run(slurm, micro_run, tmp_path):

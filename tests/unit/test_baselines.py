@@ -8,7 +8,6 @@ import pytest
 from autoqra.baselines import random_genomes, sequential_genome, uniform_plan
 from autoqra.errors import ConfigError
 from autoqra.memory import MemoryModel, ModelShape
-from autoqra.pipeline.methods import hf_evaluation_count
 from autoqra.plan import Plan
 from autoqra.search.space import SearchSpace
 
@@ -118,40 +117,52 @@ def test_random_genomes_feasible_distinct_and_seeded():
         random_genomes(tight, 2, np.random.default_rng(0), max_tries=200)
 
 
-def test_hf_evaluation_count_matches_the_search_schedule():
-    cfg = {"search": {"population": 4, "generations": 2, "promote": 2, "offspring": None,
-                      "variants": {"autoqra": {}, "sf": {"multi_fidelity": False, "stage2": False}}},
-           "refine": {"q": 2, "iterations": 1}}
-    assert hf_evaluation_count(cfg, "autoqra") == 4 + 2 * 2 + 2
-    assert hf_evaluation_count(cfg, "sf") == 4 + 2 * 4
-
-
-def test_random_select_picks_by_the_autoqra_utility(tmp_path):
+def test_random_search_picks_like_autoqra(tmp_path):
+    """random_select: candidates are the top plans by AutoQRA's utility and by HF score, filled to
+    the budget (a failed plan never); random_pick: the best mean score over the fresh seeds."""
     from autoqra.io import atomic_write_json
     from autoqra.pipeline import methods
+    from autoqra.search.space import fill_to_budget, saturated
 
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text(json.dumps(SMOL))
     atomic_write_json(tmp_path / "budget.json", {"plan_bytes": BUDGET})
     space_cfg = {"quantizers": {}, "hqq_axis": 0, "group_size": 64, "bits": [2, 3, 4, 8], "ranks": [4, 8, 16]}
-    cands = methods.random_propose(tmp_path / "m", space_cfg, tmp_path / "budget.json", 6, 0, tmp_path / "hf.json")
+    refine = {"alpha": 0.6, "reevaluate_top_k": 2, "reevaluate_seeds": 2}
+    budget = {"proposals": 6}
+    cands = methods.random_propose(tmp_path / "m", space_cfg, tmp_path / "budget.json", budget, 0, tmp_path / "hf.json")
     mems = [SPACE.memory(np.array(c)) for c in cands]
     # Score = memory (more bytes, better) except one plan that is best on score at the lowest memory.
     scores = [m / 1e8 for m in mems]
     star = int(np.argmin(mems))
     scores[star] = max(scores) + 1.0
-    scores[0 if star else 1] = None  # a failed evaluation is never picked
+    failed = 0 if star else 1
+    scores[failed] = None  # a failed evaluation is never picked
     with open(tmp_path / "shard.jsonl", "w") as fh:
         for i, s in enumerate(scores):
             fh.write(json.dumps({"index": i, "plan_hash": f"h{i}", "status": "ok" if s is not None else "failed",
                                  "score": s}) + "\n")
-    summary = methods.random_select(tmp_path / "m", space_cfg, tmp_path / "budget.json", None, {"alpha": 0.6},
-                                    tmp_path / "hf.json", [tmp_path / "shard.jsonl"], 0, tmp_path / "plan.json",
-                                    tmp_path / "summary.json")
+    doc = methods.random_select(tmp_path / "m", space_cfg, tmp_path / "budget.json", refine, tmp_path / "hf.json",
+                                [tmp_path / "shard.jsonl"], 0, tmp_path / "pick.json")
+    flat = np.full(30, 0.5)
+    plans = [np.array(p["genome"]) for p in doc["plans"]]
+    # the star is the best plan by utility and by score: the first candidate, filled to the budget
+    assert np.array_equal(plans[0], fill_to_budget(SPACE, np.array(cands[star]), flat, flat))
+    assert len(plans) == 2 and all(saturated(SPACE, g) for g in plans)
+    assert doc["seeds"] == [1, 2, 1, 2] and doc["reevaluation_seeds"] == [1, 2]
+    # fresh-seed scores: the second candidate is better on average
+    with open(tmp_path / "pick.jsonl", "w") as fh:
+        for i, s in enumerate([0.9, 0.1, 0.6, 0.5]):
+            fh.write(json.dumps({"index": i, "plan_hash": f"p{i}", "status": "ok", "score": s}) + "\n")
+    summary = methods.random_pick(tmp_path / "m", space_cfg, tmp_path / "budget.json", refine, tmp_path / "hf.json",
+                                  [tmp_path / "shard.jsonl"], tmp_path / "pick.json", [tmp_path / "pick.jsonl"], 0,
+                                  tmp_path / "plan.json", tmp_path / "summary.json")
     plan = Plan.load(tmp_path / "plan.json")
-    assert SPACE.from_plan(plan).tolist() == cands[star]
+    assert SPACE.from_plan(plan).tolist() == plans[1].tolist()
+    assert summary["final"]["hf_score"] == pytest.approx(0.55) and summary["final"]["hf_score_std"] > 0
     assert summary["evaluations"] == 6 and summary["failed"] == 1
     assert summary["best_utility"]["hf_score"] == pytest.approx(scores[star])
+    assert summary["cost"]["hf_equivalents"] == 6 + 4
 
 
 def test_method_plan_writes_meta_for_each_kind(tmp_path):

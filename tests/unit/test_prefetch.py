@@ -18,7 +18,7 @@ def test_offline_sources_need_no_download_and_import_no_hf_library():
     assert prefetch.model_record(cfg["models"]["micro"]) == {"source": "micro", "download": False}
     assert prefetch.data_record(cfg["data"]) == {"source": "synthetic", "download": False}
     rec = prefetch.lm_eval_record(cfg["lm_eval"]["tasks"], TASK_DIR)
-    assert rec == {"tasks": ["synth_gen", "synth_mc"], "downloaded": [], "download": False}
+    assert rec == {"tasks": ["general_text", "synth_gen", "synth_mc"], "downloaded": [], "download": False}
     after = {m for m in sys.modules if m.split(".")[0] in ("huggingface_hub", "datasets", "lm_eval")}
     assert after == before  # a no-op does not even import the download libraries
 

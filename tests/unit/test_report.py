@@ -78,7 +78,10 @@ def results(tmp_path):
         {"model": MODEL, "stage": "stage0_sensitivity", "variant": None, "lf_evaluations": 0, "hf_evaluations": 0,
          "evaluations": 0, "trained": 0, "device_seconds": 72.0, "device_hours": 0.02},
         {"model": MODEL, "stage": "stage2_refine", "variant": "autoqra", "lf_evaluations": 0, "hf_evaluations": 2,
-         "evaluations": 2, "trained": 2, "device_seconds": 18.0, "device_hours": 0.005}])
+         "evaluations": 2, "trained": 2, "device_seconds": 18.0, "device_hours": 0.005, "hf_equivalents": 2.0},
+        {"model": MODEL, "stage": "search_pick", "variant": "autoqra", "lf_evaluations": 0, "hf_evaluations": 4,
+         "evaluations": 4, "trained": 4, "device_seconds": 36.0, "device_hours": 0.01, "hf_equivalents": 4.0}])
+    cost.loc[0, "hf_equivalents"] = 14.6  # 12 LF at 0.55 HF each + 8 HF
     paths["search_cost"] = write(r / "summary/search_cost.tsv", cost)
     paths["budget"] = write(r / f"memory/{MODEL}/budget.json",
                             {"plan_bytes": BUDGET, "description": "uniform 4-bit at rank 8"})
@@ -120,7 +123,9 @@ def results(tmp_path):
                             {"sampler": "tpe", "trials": trials, "budget_bytes": BUDGET})
     paths["methods_hf"] = write(r / f"methods_hf/{MODEL}.tsv", pd.DataFrame([
         {"method": "autoqra", "label": "AutoQRA", "group": "autoqra", "plan_hash": "c", "memory_bytes": 99e6,
-         "hf_score": -2.4, "status": "ok"},
+         "hf_score": -2.45, "status": "ok"},
+        {"method": "random", "label": "Random search", "group": "baseline", "plan_hash": "r", "memory_bytes": 98e6,
+         "hf_score": -2.65, "status": "ok"},
         {"method": "hqq4", "label": "HQQ 4-bit", "group": "baseline", "plan_hash": "d", "memory_bytes": 100e6,
          "hf_score": -2.7, "status": "ok"},
         {"method": "lora16", "label": "LoRA 16-bit", "group": "baseline", "plan_hash": "e", "memory_bytes": 400e6,
@@ -165,12 +170,15 @@ def test_table_search_cost_totals(results):
     from autoqra.report.load import read_search_cost
 
     t, totals = table_search_cost(read_search_cost(results["search_cost"]), [MODEL])
-    assert list(t["Stage"]) == ["Stage 0 (sensitivity)", "Stage 1 (search)", "Stage 2 (refinement)", "Total"]
-    assert totals == [3]
-    total = t.iloc[3]
-    assert (total["LF evals"], total["HF evals"], total["Trained"]) == (12, 10, 14)
+    assert list(t["Stage"]) == ["Stage 0 (sensitivity)", "Stage 1 (search)", "Stage 2 (refinement)",
+                                "Noise-robust pick", "AutoQRA cost (equal-cost budget)", "Total"]
+    assert totals == [5]
+    total = t.iloc[5]
+    assert (total["LF evals"], total["HF evals"], total["Trained"]) == (12, 14, 18)
     assert t.iloc[1]["Device-h (alone)"] == "0.1000" and t.iloc[1]["Device-h (paid)"] == "0.0600"
-    assert total["Device-h (paid)"] == "0.0850"  # 0.06 + 0.02 + 0.005: cached evaluations not paid twice
+    assert total["Device-h (paid)"] == "0.0950"  # 0.06 + 0.02 + 0.005 + 0.01: cached evaluations not paid twice
+    # HF-equivalents per stage, and AutoQRA's total: the budget the equal-cost searchers were given
+    assert list(t["HF-equiv."]) == ["—", "14.6", "2.0", "4.0", "20.6", "—"]
 
 
 def test_write_tables_csv_and_latex(results, tmp_path):
@@ -186,7 +194,7 @@ def test_write_tables_csv_and_latex(results, tmp_path):
     assert r" & HQQ 4-bit & 10.0 & 30.0 & 20.0 & 0.065 & 4.00 \\" in tex  # model printed once per group
     assert r"LoRA 16-bit\textsuperscript{\dag}" in tex and r"exact\_match" in tex
     cost_tex = Path(out["table4_search_cost_tex"]).read_text()
-    assert "\\midrule\n & Total &  & 12 & 10 & 14 & --- & 0.0850 \\\\" in cost_tex
+    assert "\\midrule\n & Total &  & 12 & 14 & --- & 18 & --- & 0.0950 \\\\" in cost_tex
     assert set(tables) == set(TABLES)
 
 
@@ -265,7 +273,9 @@ def test_fig2_pareto_broken_axis_for_far_baselines(results, tmp_path):
     assert "HQQ 4-bit" in texts and "LoRA 16-bit" in texts and "HQQ 2-bit" not in texts  # failed: not drawn
     assert "AutoQRA" not in texts  # the final plan is the star, not a labelled baseline
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert "budget (uniform 4-bit at rank 8)" in legend and "AutoQRA final plan" in legend
+    assert "budget (uniform 4-bit at rank 8)" in legend and "AutoQRA final plan (held-out seed)" in legend
+    star = next(c for c in main.collections if c.get_label() == "AutoQRA final plan (held-out seed)")
+    assert star.get_offsets()[0][1] == pytest.approx(-2.45)  # methods_hf's held-out score, not the search's
     assert MODEL in fig.get_suptitle() and out[0].stat().st_size > 1000
 
 
@@ -291,6 +301,40 @@ def test_fig3_curves_and_missing_optional(results):
     assert opt[0] == -3.1 and opt[1] == -3.1 and opt[2] == -2.9  # trial 1 is over budget
     fig = F.fig3_search_efficiency(hvs, results["history"], results["budget"], MODEL)
     assert {"random search: not run", "optuna: not run"} <= set(legend_texts(fig.axes[1]))
+
+
+def test_fig3_x_axis_is_the_cost_in_hf_equivalents(results, tmp_path):
+    """With the costs recorded (history cost_curve, summaries' cost): AutoQRA's curve runs over its
+    LF + HF cost, the equal-cost searchers end at their total, the picks' held-out scores are marked."""
+    import json
+
+    hist = json.loads(Path(results["history"]).read_text())
+    hist["cost_curve"] = [{"cost": c, "best_score": b} for c, b in
+                          [(0.5, None), (1.5, -3.0), (2.0, -3.0), (3.0, -2.8), (4.0, -2.4), (6.0, -2.4)]]
+    hist["cost"] = {"stage1": {"hf_equivalents": 3.0}, "stage2": {"evaluations": 1, "hf_equivalents": 1.0},
+                    "pick": {"hf_equivalents": 2.0}, "total": {"hf_equivalents": 6.0}}
+    write(Path(results["history"]), hist)
+    rnd = json.loads(Path(results["random"]).read_text())
+    write(Path(results["random"]), {**rnd, "cost": {"hf_equivalents": 6}})
+    opt = json.loads(Path(results["optuna"]).read_text())
+    write(Path(results["optuna"]), {**opt, "cost": {"hf_equivalents": 6}, "final": {"heldout_hf_score": -2.95}})
+    hvs = {v: results[f"hv_{v}"] for v in ("autoqra", "no_warm_start")}
+    fig = F.fig3_search_efficiency(hvs, results["history"], results["budget"], MODEL, random_summary=results["random"],
+                                   optuna_summary=results["optuna"], methods_hf=results["methods_hf"],
+                                   heldout_methods={"autoqra": "autoqra", "random": "random"},
+                                   out=[tmp_path / "f3.png"])
+    right = fig.axes[1]
+    assert right.get_xlabel() == "Evaluation cost (HF-equivalents, LF included)"
+    lines = {ln.get_label(): ln for ln in right.lines}
+    assert list(lines["AutoQRA"].get_xdata()) == [0.5, 1.5, 2.0, 3.0, 4.0, 6.0]
+    assert list(lines["AutoQRA: Stage 2 starts"].get_xdata()) == [3.0, 3.0]
+    # random: six evaluations, then flat to its total cost (its pick); optuna: three, then to 6
+    assert list(lines["random search"].get_xdata()) == [1, 2, 3, 4, 5, 6]
+    assert list(lines["optuna tpe"].get_xdata()) == [1, 2, 3, 6] and list(lines["optuna tpe"].get_ydata())[-1] == -2.9
+    marks = {c.get_label(): c.get_offsets()[0].tolist() for c in right.collections}
+    assert marks["AutoQRA pick, held-out seed"] == [6.0, -2.45]
+    assert marks["random pick, held-out seed"] == [6.0, -2.65]
+    assert marks["optuna pick, held-out seed"] == [6.0, -2.95]
 
 
 def test_fig4_plan_bars_and_priors(results, tmp_path):

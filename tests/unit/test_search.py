@@ -22,7 +22,7 @@ from autoqra.search.operators import (
     warm_start,
 )
 from autoqra.search.pareto import crowding_distance, hypervolume_2d, nondominated_sort, pareto_front
-from autoqra.search.space import SearchSpace, repair_to_budget
+from autoqra.search.space import SearchSpace, fill_to_budget, repair_to_budget, saturated
 from autoqra.search.surrogate import PerformanceModel, feature_matrix, features
 
 SMOL = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
@@ -128,7 +128,9 @@ def test_warm_start_seed_interpolates_importance():
     assert SPACE.bits[seed_genome(SPACE, mid, mid)[0, 0]] == 4
     assert SPACE.bits[seed_genome(SPACE, mid, mid, interp="index")[0, 0]] == 3
     pop = warm_start(SPACE, iq, ir, 6, np.random.default_rng(1))
-    assert np.array_equal(pop[0], repair_to_budget(SPACE, seed, iq, ir))
+    # the seed is repaired, then filled: the interpolation alone leaves memory unused
+    assert np.array_equal(pop[0], fill_to_budget(SPACE, repair_to_budget(SPACE, seed, iq, ir), iq, ir))
+    assert saturated(SPACE, pop[0]) and SPACE.memory(pop[0]) > SPACE.memory(repair_to_budget(SPACE, seed, iq, ir))
     # repair keeps the ordering: the most sensitive blocks keep the most bits
     assert pop[0][0, -5:].mean() > pop[0][0, :5].mean()
 
@@ -142,23 +144,28 @@ def test_coupled_crossover_keeps_pairs_and_uncoupled_mixes():
     assert (u[0] != u[1]).any()
 
 
-def test_coupled_mutation_follows_importance_and_keeps_memory():
+def test_coupled_mutation_follows_importance_and_climbs():
     rng = np.random.default_rng(0)
     iq = np.r_[np.ones(5), np.zeros(25)]  # only blocks 0-4 deserve more bits
     ir = np.full(30, 0.5)
-    g = SPACE.uniform(4, 8)
-    g[0, 10:14] = 1  # some 3-bit blocks: memory below budget
-    up, down, deltas = np.zeros(30), np.zeros(30), []
-    for _ in range(300):
-        h = coupled_mutation(SPACE, g, iq, ir, rng)
-        up += h[0] > g[0]
-        down += h[0] < g[0]
-        deltas.append(SPACE.memory(h) - SPACE.memory(g))
-        assert SPACE.feasible(h)
-    assert up[:5].sum() > 0.9 * up.sum()  # upgrades go to the sensitive blocks ...
-    assert down[:5].sum() < 0.02 * down.sum()  # ... and are paid for by the others
-    # memory roughly stays: on average well within one 3→4-bit step of one block
-    assert abs(np.mean(deltas)) < SPACE.cost[0, 2, 1] - SPACE.cost[0, 1, 1]
+    step = SPACE.cost[0, 2, 1] - SPACE.cost[0, 1, 1]  # one block 3 → 4 bits
+    for start, climbs in (("below", True), ("at", False)):
+        g = SPACE.uniform(4, 8)
+        if start == "below":
+            g[0, 10:14] = 1  # four 3-bit blocks: 4 x 354 kB below the budget
+        up, down, deltas = np.zeros(30), np.zeros(30), []
+        for _ in range(300):
+            h = coupled_mutation(SPACE, g, iq, ir, rng)
+            up += h[0] > g[0]
+            down += h[0] < g[0]
+            deltas.append(SPACE.memory(h) - SPACE.memory(g))
+            assert SPACE.feasible(h)
+        assert up[:5].sum() > 0.9 * up.sum()  # upgrades go to the sensitive blocks ...
+        assert down[:5].sum() < 0.02 * down.sum()  # ... and are paid for by the others
+        if climbs:  # with room, upgrades stand alone: the memory goes up
+            assert np.mean(deltas) > 0.25 * step and max(deltas) > 0
+        else:  # at the budget every upgrade is paid for: memory stays within one 3→4-bit step
+            assert abs(np.mean(deltas)) < step
 
 
 def toy_space(budget: float) -> SearchSpace:
@@ -324,7 +331,8 @@ def test_search_beats_random_search_with_equal_hf_evaluations():
     assert np.mean(vs_uniform) > 0.1
 
 
-@pytest.mark.parametrize("switch", ["warm_start", "coupled", "performance_model", "multi_fidelity"])
+@pytest.mark.parametrize("switch", ["warm_start", "coupled", "importance_guided", "performance_model",
+                                    "multi_fidelity"])
 def test_each_ablation_switch_runs(switch):
     s, obj = run_search(7, generations=2, **{switch: False})
     assert s.generation == 2 and len(s.population) == 8 and s.front()

@@ -233,19 +233,41 @@ def get_method_priors(wildcards):
     return []
 
 
-def random_evaluations():
-    """The random search's HF evaluations: as many as the autoqra variant spends, unless set."""
-    from autoqra.pipeline.methods import hf_evaluation_count
+def random_equal_cost_source(wildcards):
+    """AutoQRA's history (its cost in HF-equivalents) for the equal-cost random search, unless the
+    config fixes its evaluation count."""
+    if config["random_search"]["evaluations"] is not None:
+        return []
+    return f"results/final/{wildcards.model}/autoqra/history.json"
 
-    n = config["random_search"]["evaluations"]
-    return n if n is not None else hf_evaluation_count(config, "autoqra")
+
+def optuna_equal_cost_source(wildcards):
+    if config["optuna_search"]["evaluations"] is not None:
+        return []
+    return f"results/final/{wildcards.model}/autoqra/history.json"
 
 
-def optuna_evaluations():
-    from autoqra.pipeline.methods import hf_evaluation_count
+def pick_params():
+    """The noise-robust pick's settings (refine.reevaluate_top_k / reevaluate_seeds), the search's
+    seed and the Stage-2 utility they rank by."""
+    return {k: config["refine"][k] for k in ("reevaluate_top_k", "reevaluate_seeds", "alpha")}
 
-    n = config["optuna_search"]["evaluations"]
-    return n if n is not None else hf_evaluation_count(config, "autoqra")
+
+def refine_pick_params():
+    """Stage 2's settings and the pick's: what a variant's final_candidates and final_plan read."""
+    return {**refine_params(), **pick_params()}
+
+
+def heldout_seed():
+    """The seed of every HF score reported for a method (no plan was selected on it)."""
+    from autoqra.search.pick import heldout_seed as _heldout
+
+    return _heldout(config["seed"], config["refine"]["reevaluate_seeds"])
+
+
+def validation_examples():
+    """Validation examples an evaluation scores (the cost model's eval term, autoqra.search.cost)."""
+    return config["data"]["n_val"]
 
 
 def uses_optuna():
@@ -253,12 +275,61 @@ def uses_optuna():
 
 
 def random_shards():
-    """Jobs of the random search: min(random_search.shards, its evaluations)."""
-    return n_shards(random_evaluations(), config["random_search"]["shards"])
+    """Jobs of the random search: min(random_search.shards, its evaluations) when the config fixes
+    them; at equal cost the count is AutoQRA's spend, known only at run time: random_search.shards."""
+    n = config["random_search"]["evaluations"]
+    return config["random_search"]["shards"] if n is None else n_shards(n, config["random_search"]["shards"])
+
+
+def pick_pairs(groups):
+    """The most (plan, seed) re-evaluations of a noise-robust pick: top-k by utility and top-k by
+    HF score, per candidate group (the final pick and the Stage-1-only pick), at every fresh seed."""
+    return 2 * groups * config["refine"]["reevaluate_top_k"] * config["refine"]["reevaluate_seeds"]
+
+
+def pick_shards(variant):
+    """Jobs of a variant's pick re-evaluation: min(refine.shards, its most (plan, seed) pairs)."""
+    return n_shards(pick_pairs(2 if stage2_enabled(variant) else 1), config["refine"]["shards"])
+
+
+def random_pick_shards():
+    return n_shards(pick_pairs(1), config["random_search"]["shards"])
 
 
 def get_random_shards(wildcards):
     return expand("results/random/{model}/hf-shard{shard}.jsonl", model=wildcards.model, shard=range(random_shards()))
+
+
+def get_random_pick_shards(wildcards):
+    return expand(
+        "results/random/{model}/pick/hf-shard{shard}.jsonl", model=wildcards.model, shard=range(random_pick_shards())
+    )
+
+
+def get_pick_shards(wildcards):
+    return expand(
+        "results/final/{model}/{variant}/pick/hf-shard{shard}.jsonl",
+        model=wildcards.model,
+        variant=wildcards.variant,
+        shard=range(pick_shards(wildcards.variant)),
+    )
+
+
+def get_pick_shard_count(wildcards):
+    return pick_shards(wildcards.variant)
+
+
+def get_all_refine_shards(wildcards):
+    """Every Stage-2 evaluation shard of a variant (none without Stage 2): its cost."""
+    if not stage2_enabled(wildcards.variant):
+        return []
+    return expand(
+        "results/refine/{model}/{variant}/t{t}/hf-shard{shard}.jsonl",
+        model=wildcards.model,
+        variant=wildcards.variant,
+        t=range(REFINE_ITERATIONS),
+        shard=range(REFINE_SHARDS),
+    )
 
 
 def finetune_params():
@@ -297,6 +368,17 @@ def get_summary_inputs(wildcards):
 
 def uses_random():
     return any(s["plan"] == "random" for s in config["methods"].values())
+
+
+def fig3_heldout_methods():
+    """The methods whose held-out HF score marks each searcher's pick in Figure 3."""
+    out = {}
+    for name, spec in config["methods"].items():
+        if spec["plan"] == "search" and spec.get("variant") == "autoqra" and spec.get("stage2", True):
+            out.setdefault("autoqra", name)
+        if spec["plan"] == "random":
+            out.setdefault("random", name)
+    return out
 
 
 def paper_outputs():

@@ -4,6 +4,7 @@
 # `snakemake --report report.html` with its caption from workflow/report/.
 PAPER_OPTUNA = config.get("optuna_search", {}).get("enabled", False)
 
+
 # paper_outputs() (common.smk) lists every file the rules below write.
 
 
@@ -136,7 +137,7 @@ rule paper_fig2_pareto:
 
 
 rule paper_fig3_search_efficiency:
-    """Figure 3: hypervolume per generation of every variant; best feasible HF score vs HF evaluations."""
+    """Figure 3: hypervolume per generation of every variant; best feasible HF score vs cost in HF-equivalents."""
     localrule: True
     input:
         hypervolumes=expand("results/search/{{model}}/{variant}/hypervolume.tsv", variant=VARIANTS),
@@ -145,6 +146,7 @@ rule paper_fig3_search_efficiency:
         # optional: absent (empty) when the config runs no random search / no optuna search
         random="results/random/{model}/summary.json" if uses_random() else [],
         optuna="results/optuna/{model}/summary.json" if PAPER_OPTUNA else [],
+        methods_hf="results/methods_hf/{model}.tsv",
     output:
         pdf=report(
             "paper_figures/fig3_search_efficiency_{model}.pdf",
@@ -162,6 +164,7 @@ rule paper_fig3_search_efficiency:
         ),
     params:
         variants=VARIANTS,
+        heldout_methods=fig3_heldout_methods(),
     log:
         "results/logs/paper_fig3_search_efficiency/{model}.log",
     conda:

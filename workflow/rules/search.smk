@@ -3,6 +3,36 @@
 # propose(g) -> evaluate(g, lf, shard) -> promote(g) -> evaluate(g, hf, shard) -> select(g) -> ...
 
 
+rule search_reference:
+    """The hypervolume reference point every search variant of the model shares, fixed before any
+    search runs: the HF scores of the smallest plan and of the budget's uniform plan, minus a margin."""
+    input:
+        model=rules.model_prepare.output.hf,
+        budget=rules.memory_budget.output.budget,
+        train=f"{DATA}/train.jsonl",
+        validation=f"{DATA}/validation.jsonl",
+    output:
+        "results/search/{model}/hv_reference.json",
+    params:
+        space=space_params(),
+        hv_ref_score=config["search"]["hv_ref_score"],
+        evaluator=evaluator_params(),
+        cache_dir=config["cache_dir"],
+        seed=config["seed"],
+    priority: 10
+    log:
+        "results/logs/search_reference/{model}.log",
+    benchmark:
+        "results/benchmarks/search_reference/{model}.tsv"
+    conda:
+        "../../envs/autoqra.yaml"
+    threads: HEAVY_THREADS
+    resources:
+        gpu=1,
+    script:
+        "../scripts/search_reference.py"
+
+
 rule search_propose:
     """Offspring of generation g (the warm-started initial population for g = 0)."""
     localrule: True
@@ -10,6 +40,7 @@ rule search_propose:
         model=rules.model_prepare.output.hf,
         budget=rules.memory_budget.output.budget,
         priors=rules.sensitivity.output.priors,
+        hv_reference=rules.search_reference.output[0],
         previous=get_previous_select,
     output:
         "results/search/{model}/{variant}/g{g}/lf.json",
@@ -128,6 +159,7 @@ rule search_front:
         space=space_params(),
         search=search_params(),
         variant=get_variant,
+        n_val=validation_examples(),
         seed=config["seed"],
     priority: 10
     log:

@@ -41,16 +41,37 @@ def trust_region_settings(refine_cfg: Mapping[str, Any], **override: Any):
     return TrustRegionSettings(**{**{k: v for k, v in refine_cfg.items() if k in keys}, **override})
 
 
-def load_priors(priors_tsv: str | os.PathLike | None, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised (I_q, I_r) from Stage 0, or flat priors when none are given."""
+def load_priors(priors_tsv: str | os.PathLike | None, n_blocks: int,
+                norm: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(I_q, I_r) from Stage 0, normalised by ``autoqra.search.priors.normalise_priors`` (``norm``,
+    default the measured choice) from the raw columns; flat priors when none are given. Files
+    without raw columns fall back to their normalised ones."""
     if priors_tsv is None:
         return np.full(n_blocks, 0.5), np.full(n_blocks, 0.5)
+    import csv
+
+    from autoqra.search.priors import DEFAULT_NORM, normalise_priors
     from autoqra.sensitivity import read_priors
 
-    iq, ir = read_priors(priors_tsv)
+    iq, ir = read_priors(priors_tsv)  # validates the file (blocks, ranges), names it in errors
     if len(iq) != n_blocks:
         raise ValueError(f"{priors_tsv}: priors for {len(iq)} blocks, the model has {n_blocks}")
-    return iq, ir
+    with open(priors_tsv, encoding="utf-8", newline="") as fh:
+        rows = sorted(csv.DictReader(fh, delimiter="\t"), key=lambda r: int(r["block"]))
+    if rows and {"iq_raw", "ir_raw"} <= set(rows[0]):
+        try:
+            iq = np.array([float(r["iq_raw"]) for r in rows])
+            ir = np.array([float(r["ir_raw"]) for r in rows])
+        except ValueError as e:
+            raise ValueError(f"{priors_tsv}: iq_raw/ir_raw must be numbers ({e})") from None
+    how = norm or DEFAULT_NORM
+    return normalise_priors(iq, how), normalise_priors(ir, how)
+
+
+def reference_rank(budget_json: str | os.PathLike, space: SearchSpace) -> int | None:
+    """The rank of the budget's reference plan (config budget.rank) if it is on the rank ladder."""
+    rank = (read_json(budget_json).get("spec") or {}).get("rank")
+    return int(rank) if rank is not None and int(rank) in space.ranks else None
 
 
 def load_raw_iq(priors_tsv: str | os.PathLike, n_blocks: int) -> np.ndarray:

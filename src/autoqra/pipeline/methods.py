@@ -7,12 +7,14 @@ A method is a config entry ``{plan: search|uniform|sequential|random, ...}``:
 - ``uniform``: ``bits``/``rank`` in every block (``quantizer`` defaults to the search space's
   quantizer for ``bits``, ``none`` at 16);
 - ``sequential``: mixed bits from the raw ``I_q`` under the budget, then uniform ``rank``;
-- ``random``: the best plan of the random search (same HF evaluation count as AutoQRA);
+- ``random``: the plan of the random search, which spends the evaluation cost AutoQRA spent
+  (HF-equivalents, its own noise-robust pick included);
 - ``base``: the 16-bit base model, not fine-tuned (rule finetune saves the adapter untrained), the
   reference that fine-tuning must beat.
 
-Also the optuna baseline searcher (rule optuna_search, for the search-efficiency figure) and the
-HF scores of every method's plan (rule methods_hf, for the Pareto figure).
+Also the optuna baseline searcher (rule optuna_search, for the search-efficiency figure, at the same
+cost) and the HF scores of every method's plan at a held-out seed (rule methods_hf, for the Pareto
+figure).
 """
 
 from __future__ import annotations
@@ -26,22 +28,43 @@ import numpy as np
 from autoqra.baselines import random_genomes, sequential_genome, uniform_plan
 from autoqra.io import atomic_write_json, read_json
 from autoqra.manifest import build_manifest
-from autoqra.pipeline.common import load_priors, load_raw_iq, search_space, trust_region_settings
+from autoqra.pipeline.common import load_raw_iq, search_space, trust_region_settings
+from autoqra.pipeline.pick import candidate_phase, choose, pick_records, pick_settings
 from autoqra.plan import Plan
+from autoqra.search.cost import equal_cost_evaluations
+from autoqra.search.pick import heldout_seed
+from autoqra.search.space import SearchSpace
 from autoqra.search.trust_region import TrustRegionSearch
 
 RANDOM_SEED_OFFSET = 7919  # the random search draws from its own stream, not the evolutionary search's
 
 
-def hf_evaluation_count(config: Mapping[str, Any], variant: str = "autoqra") -> int:
-    """HF evaluations a search variant spends: the initial population, ``promote`` per later
-    generation (all offspring without multi-fidelity) and ``q`` per Stage-2 iteration."""
-    s, v = config["search"], config["search"]["variants"].get(variant, {})
-    per_gen = (s["offspring"] or s["population"]) if v.get("multi_fidelity", True) is False else s["promote"]
-    n = s["population"] + s["generations"] * per_gen
-    if v.get("stage2", True):
-        n += config["refine"]["q"] * config["refine"]["iterations"]
-    return n
+def equal_cost_budget(n: int | None, history_json: str | os.PathLike | None, refine_cfg: Mapping[str, Any],
+                      seed: int) -> dict:
+    """How many HF evaluations a baseline searcher proposes: ``n`` (config) or the HF-equivalents
+    AutoQRA actually spent (its history's cost: LF, Stage 2 and the pick's re-evaluations included),
+    minus the re-evaluations of the baseline's own noise-robust pick, which it pays for the same way."""
+    k, seeds = pick_settings(refine_cfg, seed)
+    if n is None:
+        if history_json is None:
+            raise ValueError("equal-cost baseline: needs AutoQRA's history.json when no evaluation count is set")
+        spent = read_json(history_json)["cost"]["total"]["hf_equivalents"]
+        total, source = equal_cost_evaluations(spent), "autoqra_cost"
+    else:
+        spent, total, source = None, int(n), "config"
+    return {"total": total, "proposals": max(1, total - k * len(seeds)), "pick_evaluations": k * len(seeds),
+            "autoqra_hf_equivalents": spent, "source": source}
+
+
+def _pick_phase(space: SearchSpace, genomes: list, scores: list, refine_cfg: Mapping, seed: int) -> tuple:
+    """The searcher's utility (AutoQRA's, normalised on the searcher's own Pareto set) and its pick
+    phase file; the fill uses flat priors (baseline searchers get no sensitivity priors)."""
+    obs = [(g, s, space.memory(g)) for g, s in zip(genomes, scores, strict=True)]
+    flat = np.full(space.n_blocks, 0.5)
+    tr = TrustRegionSearch(space, flat, flat, trust_region_settings(refine_cfg, iterations=0), seed, obs)
+    utils = [None if sc is None else tr.utility(sc, m) for _, sc, m in obs]
+    k, seeds = pick_settings(refine_cfg, seed)
+    return tr, candidate_phase(space, genomes, scores, utils, k, seeds, flat, flat)
 
 
 def method_plan(spec: Mapping[str, Any], model_dir: str | os.PathLike, space_cfg: Mapping[str, Any],
@@ -80,44 +103,71 @@ def method_plan(spec: Mapping[str, Any], model_dir: str | os.PathLike, space_cfg
 
 # -- random search -------------------------------------------------------------------------
 
-def random_propose(model_dir: str | os.PathLike, space_cfg: Mapping, budget_json: str | os.PathLike, n: int,
-                   seed: int, out: str | os.PathLike) -> list[list]:
-    """``n`` distinct feasible random plans, written as an HF phase file for the evaluate shards."""
+def random_propose(model_dir: str | os.PathLike, space_cfg: Mapping, budget_json: str | os.PathLike,
+                   budget: Mapping, seed: int, out: str | os.PathLike) -> list[list]:
+    """``budget['proposals']`` distinct feasible random plans (``equal_cost_budget``), written as an
+    HF phase file for the evaluate shards."""
     space = search_space(model_dir, space_cfg, budget_json)
-    genomes = random_genomes(space, n, np.random.default_rng(seed + RANDOM_SEED_OFFSET))
+    genomes = random_genomes(space, int(budget["proposals"]), np.random.default_rng(seed + RANDOM_SEED_OFFSET))
     cands = [g.tolist() for g in genomes]
-    atomic_write_json(out, {"generation": "random", "phase": "hf", "done": False, "candidates": cands})
+    atomic_write_json(out, {"generation": "random", "phase": "hf", "done": False, "candidates": cands,
+                            "equal_cost": dict(budget)})
     return cands
 
 
-def random_select(model_dir: str | os.PathLike, space_cfg: Mapping, budget_json: str | os.PathLike,
-                  priors_tsv: str | os.PathLike | None, refine_cfg: Mapping, phase_json: str | os.PathLike,
-                  shards, seed: int, out_plan: str | os.PathLike, out_summary: str | os.PathLike) -> dict:
-    """The best random plan by AutoQRA's utility (α·P̃ − (1−α)·M̃ normalised on the random Pareto set)."""
+def _random_observations(space: SearchSpace, phase_json, shards) -> tuple[dict, dict, list, list]:
     from autoqra.pipeline.search import read_shard_records, shard_scores
 
+    doc, recs = read_json(phase_json), read_shard_records(shards)
+    return doc, recs, [np.array(c) for c in doc["candidates"]], shard_scores(doc["candidates"], recs)
+
+
+def random_select(model_dir: str | os.PathLike, space_cfg: Mapping, budget_json: str | os.PathLike,
+                  refine_cfg: Mapping, phase_json: str | os.PathLike, shards, seed: int,
+                  out_pick: str | os.PathLike) -> dict:
+    """The random search's pick candidates (top-k by utility and by score, filled), each to be
+    re-evaluated at the fresh seeds: the same treatment as AutoQRA's final plan."""
     space = search_space(model_dir, space_cfg, budget_json)
-    imp_q, imp_r = load_priors(priors_tsv, space.n_blocks)
-    doc = read_json(phase_json)
-    recs = read_shard_records(shards)
-    scores = shard_scores(doc["candidates"], recs)
-    genomes = [np.array(c) for c in doc["candidates"]]
-    obs = [(g, s, space.memory(g)) for g, s in zip(genomes, scores, strict=True)]
-    settings = trust_region_settings(refine_cfg, iterations=0)
-    tr = TrustRegionSearch(space, imp_q, imp_r, settings, seed, obs)
-    genome, score, memory, utility = tr.best()
-    best_score = max(s for s in scores if s is not None)
-    plan = space.to_plan(genome, meta={"score": score, "memory_bytes": memory, "utility": utility,
-                                       "origin": "random_search"})
+    _, _, genomes, scores = _random_observations(space, phase_json, shards)
+    _, doc = _pick_phase(space, genomes, scores, refine_cfg, seed)
+    atomic_write_json(out_pick, doc)
+    return doc
+
+
+def random_pick(model_dir: str | os.PathLike, space_cfg: Mapping, budget_json: str | os.PathLike,
+                refine_cfg: Mapping, phase_json: str | os.PathLike, shards, pick_json: str | os.PathLike,
+                pick_shards, seed: int, out_plan: str | os.PathLike, out_summary: str | os.PathLike) -> dict:
+    """The random search's plan (best mean HF score over the fresh seeds) and its summary: every
+    random plan, score, memory and utility (α·P̃ − (1−α)·M̃ on the random Pareto set), the pick and
+    the HF evaluations spent."""
+    from autoqra.pipeline.search import read_shard_records
+
+    space = search_space(model_dir, space_cfg, budget_json)
+    doc, recs, genomes, scores = _random_observations(space, phase_json, shards)
+    tr, _ = _pick_phase(space, genomes, scores, refine_cfg, seed)
+    pdoc, precs = read_json(pick_json), read_shard_records(pick_shards)
+    pick = choose(space, pdoc, precs, tr.utility)
+    plan = space.to_plan(np.array(pick["genome"]), meta={
+        "score": pick["mean_score"], "score_std": pick["std_score"], "memory_bytes": pick["memory"],
+        "utility": pick["mean_utility"], "origin": "random_search", "reevaluation_seeds": pdoc["reevaluation_seeds"]})
     plan.save(out_plan)
+    genome, score, memory, utility = tr.best()
+    n_pick = len(pick_records(pdoc, precs))
     summary = {"evaluations": len(genomes), "failed": sum(s is None for s in scores),
-               "best_utility": {"plan_hash": plan.hash, "hf_score": score, "memory_bytes": memory,
+               "best_utility": {"plan_hash": space.to_plan(genome).hash, "hf_score": score, "memory_bytes": memory,
                                 "utility": utility},
-               "best_hf_score": best_score, "budget_bytes": space.budget,
+               "best_hf_score": max(s for s in scores if s is not None), "budget_bytes": space.budget,
+               "final": {"plan_hash": plan.hash, "hf_score": pick["mean_score"], "hf_score_std": pick["std_score"],
+                         "memory_bytes": pick["memory"], "memory_fraction": pick["memory_fraction"],
+                         "within_one_upgrade": pick["within_one_upgrade"], "utility": pick["mean_utility"]},
+               "pick": {"seeds": pdoc["reevaluation_seeds"], "chosen": pick["index"], "candidates": pick["candidates"]},
+               "cost": {"hf_equivalents": len(genomes) + n_pick, "evaluations": len(genomes),
+                        "pick_evaluations": n_pick, "equal_cost": doc.get("equal_cost")},
                "observations": [{"genome": g.tolist(), "plan_hash": recs[i]["plan_hash"], "score": s, "memory": m,
                                  "utility": None if s is None else tr.utility(s, m),
                                  "quant_error": recs[i].get("quant_error"), "pre_loss": recs[i].get("pre_loss")}
-                                for i, (g, s, m) in enumerate(obs)],
+                                for i, (g, s, m) in enumerate((g, s, space.memory(g))
+                                                              for g, s in zip(genomes, scores, strict=True))],
                "manifest": build_manifest("random_search", {"space": dict(space_cfg)}, seed)}
     atomic_write_json(out_summary, summary)
     return summary
@@ -126,15 +176,19 @@ def random_select(model_dir: str | os.PathLike, space_cfg: Mapping, budget_json:
 # -- optuna baseline searcher and HF scores of every method -----------------------------------
 
 def optuna_search(model_dir: str | os.PathLike, space_cfg: Mapping, budget_json: str | os.PathLike, evaluator: Any,
-                  n: int, sampler: str, seed: int, out_summary: str | os.PathLike) -> dict:
-    """``n`` HF evaluations proposed one at a time by an optuna sampler (cached evaluations, so a
-    re-run replays the same trajectory without training again)."""
+                  budget: Mapping, sampler: str, seed: int, out_summary: str | os.PathLike,
+                  refine_cfg: Mapping | None = None) -> dict:
+    """``budget['proposals']`` HF evaluations proposed one at a time by an optuna sampler, then the
+    same noise-robust pick as AutoQRA's (re-evaluations at fresh seeds, counted in its cost) and
+    one evaluation of the picked plan at the held-out seed (for the figures; cached evaluations,
+    so a re-run replays the same trajectory without training again)."""
     from autoqra.search.optuna_sampler import OptunaSearch
 
+    refine_cfg = dict(refine_cfg or {})
     space = search_space(model_dir, space_cfg, budget_json)
     opt = OptunaSearch(space, sampler, seed + RANDOM_SEED_OFFSET)
     trials = []
-    for number in range(n):
+    for number in range(int(budget["proposals"])):
         proposed, genome = opt.ask()
         plan = space.to_plan(genome)
         rec = evaluator.evaluate(plan, "hf", seed)
@@ -148,9 +202,28 @@ def optuna_search(model_dir: str | os.PathLike, space_cfg: Mapping, budget_json:
                        "build_seconds": rec["build_seconds"]})
     ok = [t for t in trials if t["score"] is not None and t["feasible"]]
     best = max(ok, key=lambda t: t["score"]) if ok else None
-    summary = {"sampler": sampler, "evaluations": n, "budget_bytes": space.budget, "trials": trials,
-               "best": best, "manifest": build_manifest("optuna_search", {"space": dict(space_cfg),
-                                                                          "sampler": sampler}, seed)}
+    tr, pdoc = _pick_phase(space, [np.array(t["genome"]) for t in trials], [t["score"] for t in trials],
+                           refine_cfg, seed)
+    precs = {}
+    for i, (cand, s) in enumerate(zip(pdoc["candidates"], pdoc["seeds"], strict=True)):
+        precs[i] = evaluator.evaluate(space.to_plan(np.array(cand)), "hf", int(s))
+    pick = choose(space, pdoc, precs, tr.utility)
+    held = heldout_seed(seed, len(pdoc["reevaluation_seeds"]))
+    held_rec = evaluator.evaluate(space.to_plan(np.array(pick["genome"])), "hf", held)
+    summary = {"sampler": sampler, "evaluations": len(trials), "budget_bytes": space.budget, "trials": trials,
+               "best": best,
+               "final": {"plan_hash": space.to_plan(np.array(pick["genome"])).hash, "genome": pick["genome"],
+                         "hf_score": pick["mean_score"], "hf_score_std": pick["std_score"],
+                         "memory_bytes": pick["memory"], "memory_fraction": pick["memory_fraction"],
+                         "heldout_seed": held, "heldout_hf_score": held_rec["score"] if held_rec["status"] == "ok"
+                         else None},
+               "pick": {"seeds": pdoc["reevaluation_seeds"], "chosen": pick["index"], "candidates": pick["candidates"]},
+               "cost": {"hf_equivalents": len(trials) + len(pdoc["candidates"]), "evaluations": len(trials),
+                        "pick_evaluations": len(pdoc["candidates"]), "equal_cost": dict(budget)},
+               "pick_records": [{k: r.get(k) for k in ("plan_hash", "status", "score", "seed", "cached",
+                                                       "train_seconds", "eval_seconds", "build_seconds")}
+                                for r in precs.values()],
+               "manifest": build_manifest("optuna_search", {"space": dict(space_cfg), "sampler": sampler}, seed)}
     atomic_write_json(out_summary, summary)
     return summary
 
@@ -158,7 +231,9 @@ def optuna_search(model_dir: str | os.PathLike, space_cfg: Mapping, budget_json:
 def methods_hf(model_dir: str | os.PathLike, plan_files: Mapping[str, str], groups: Mapping[str, str],
                evaluator: Any, seed: int, out_tsv: str | os.PathLike) -> list[list]:
     """Every method's plan scored at HF (the search's own scale), for plotting baselines on the front;
-    ``groups``: method -> table group (display labels are left to the figures)."""
+    ``groups``: method -> table group (display labels are left to the figures). ``seed`` is the
+    held-out seed (``autoqra.search.pick.heldout_seed``): no method's plan was selected on it, so a
+    searched plan's score carries no winner's-curse bias; it is in the TSV."""
     from autoqra.io import atomic_write_tsv
 
     rows = []
@@ -166,6 +241,6 @@ def methods_hf(model_dir: str | os.PathLike, plan_files: Mapping[str, str], grou
         plan = Plan.load(plan_files[method])
         rec = evaluator.evaluate(plan, "hf", seed)
         rows.append([method, groups.get(method, "baseline"), plan.hash, rec["memory_bytes"], rec["score"],
-                     rec["status"]])
-    atomic_write_tsv(out_tsv, ("method", "group", "plan_hash", "memory_bytes", "hf_score", "status"), rows)
+                     rec["status"], seed])
+    atomic_write_tsv(out_tsv, ("method", "group", "plan_hash", "memory_bytes", "hf_score", "status", "seed"), rows)
     return rows

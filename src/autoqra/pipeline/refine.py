@@ -1,19 +1,30 @@
 """Stage 2 as file steps (static DAG): refine_propose(t) → refine_evaluate(t, shard) →
-refine_update(t) → … → final_plan. Candidates are evaluated for real at HF by the same cached
-evaluator as Stage 1 (a plan Stage 1 already trained is never re-trained). A variant with Stage 2
-switched off takes its final plan from the Stage-1 observations by the same utility.
+refine_update(t) → … → final_candidates → final_evaluate(shard) → final_plan. Candidates are
+evaluated for real at HF by the same cached evaluator as Stage 1 (a plan Stage 1 already trained is
+never re-trained). The final plan is the noise-robust pick (``autoqra.pipeline.pick``) over every
+observation; a variant with Stage 2 switched off picks from its Stage-1 observations the same way.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from autoqra.io import atomic_write_json, read_json
 from autoqra.manifest import build_manifest
 from autoqra.pipeline.common import load_priors, search_space, trust_region_settings
+from autoqra.pipeline.pick import (
+    FINAL,
+    STAGE1,
+    candidate_phase,
+    choose,
+    cost_curve,
+    pick_records,
+    pick_settings,
+    stage_costs,
+)
 from autoqra.search.trust_region import TrustRegionSearch, TrustRegionSettings
 
 
@@ -24,6 +35,7 @@ class RefineContext:
         self.imp_q, self.imp_r = load_priors(priors_tsv, self.space.n_blocks)
         self.settings = trust_region_settings(refine_cfg)
         self.seed = int(seed)
+        self.k, self.pick_seeds = pick_settings(refine_cfg, self.seed)
 
     def from_stage1(self, front_json: str | os.PathLike, iterations: int | None = None) -> TrustRegionSearch:
         """A trust-region search seeded with every Stage-1 HF observation."""
@@ -65,34 +77,89 @@ def update(ctx: RefineContext, propose_json: str | os.PathLike, shards, out: str
                             "stop_reason": reason or doc["stop_reason"], "state": tr.state_dict()})
 
 
+def _final_search(ctx: RefineContext, front_json, last_update) -> tuple[TrustRegionSearch, str]:
+    """Every observation of the variant (Stage 1, and Stage 2 when it ran) with Stage 2's utility."""
+    if last_update is None:  # Stage 2 switched off (ablation): the Stage-1 observations alone
+        return ctx.from_stage1(front_json, iterations=0), "stage2_disabled"
+    return ctx.restore(last_update), read_json(last_update)["stop_reason"]
+
+
+def candidates(ctx: RefineContext, front_json: str | os.PathLike, last_update: str | os.PathLike | None,
+               out: str | os.PathLike) -> dict:
+    """The pick's phase file: top-k by utility and by HF score (filled), each at the fresh seeds;
+    with Stage 2 also the Stage-1-only candidates (the "w/o Stage 2" method's pick)."""
+    tr, _ = _final_search(ctx, front_json, last_update)
+    utils = [None if s is None else tr.utility(s, m) for s, m in zip(tr.scores, tr.memories, strict=True)]
+    stage1 = None if last_update is None else [o < 0 for o in tr.origin]
+    doc = candidate_phase(ctx.space, tr.genomes, tr.scores, utils, ctx.k, ctx.pick_seeds, ctx.imp_q, ctx.imp_r,
+                          stage1)
+    atomic_write_json(out, doc)
+    return doc
+
+
+def _ordered(files: Sequence[str | os.PathLike]) -> list[dict]:
+    """Shard records in search order: generation (or Stage-2 iteration), LF before HF, candidate."""
+    from autoqra.pipeline.search import read_shard_records
+
+    recs = [r for f in files for r in read_shard_records([f]).values()]
+
+    def key(r):
+        gen = str(r["generation"])
+        return (int(gen.removeprefix("refine")), r.get("phase") != "lf", int(r["index"]))
+    return sorted(recs, key=key)
+
+
+def _summary(space, pick: dict, plan) -> dict:
+    return {"plan_hash": plan.hash, "hf_score": pick["mean_score"], "hf_score_std": pick["std_score"],
+            "hf_scores": pick["candidates"][pick["index"]]["scores"], "memory_bytes": pick["memory"],
+            "utility": pick["mean_utility"], "utility_std": pick["std_utility"], "budget_bytes": space.budget,
+            "within_budget": space.feasible(np.array(pick["genome"])), "memory_fraction": pick["memory_fraction"],
+            "within_one_upgrade": pick["within_one_upgrade"]}
+
+
 def final_plan(ctx: RefineContext, front_json: str | os.PathLike, last_update: str | os.PathLike | None,
-               out_plan: str | os.PathLike, out_history: str | os.PathLike,
-               manifest_config: Mapping | None = None, out_stage1_plan: str | os.PathLike | None = None) -> dict:
-    """The best feasible plan by utility (after Stage 2 if it ran) with its full history; also the
-    best Stage-1 plan by the same utility (``out_stage1_plan``: the "no Stage 2" ablation)."""
-    if last_update is None:  # Stage 2 switched off (ablation): pick among the Stage-1 observations
-        tr, stop_reason = ctx.from_stage1(front_json, iterations=0), "stage2_disabled"
-    else:
-        doc = read_json(last_update)
-        tr, stop_reason = ctx.restore(last_update), doc["stop_reason"]
-    genome, score, memory, utility = tr.best()
+               pick_json: str | os.PathLike, pick_shards: Sequence, out_plan: str | os.PathLike,
+               out_history: str | os.PathLike, manifest_config: Mapping | None = None,
+               out_stage1_plan: str | os.PathLike | None = None, stage1_shards: Sequence = (),
+               refine_shards: Sequence = (), n_val: int | None = None) -> dict:
+    """The noise-robust pick: of the candidates re-evaluated at fresh seeds, the best by mean HF
+    score (``autoqra.pipeline.pick``), with its spread; also the Stage-1-only pick
+    (``out_stage1_plan``: the "w/o Stage 2" ablation) and the variant's cost in HF-equivalents."""
+    from autoqra.pipeline.search import read_shard_records
+
+    tr, stop_reason = _final_search(ctx, front_json, last_update)
+    doc, recs = read_json(pick_json), read_shard_records(pick_shards)
+    final, first = choose(ctx.space, doc, recs, tr.utility, FINAL), choose(ctx.space, doc, recs, tr.utility, STAGE1)
+    observed = {ctx.space.key(g) for g in tr.genomes}
+
+    def save(pick: dict, path, origin: str):
+        g = np.array(pick["genome"])
+        plan = ctx.space.to_plan(g, meta={"score": pick["mean_score"], "score_std": pick["std_score"],
+                                          "memory_bytes": pick["memory"], "utility": pick["mean_utility"],
+                                          "origin": origin, "filled": ctx.space.key(g) not in observed,
+                                          "reevaluation_seeds": doc["reevaluation_seeds"]})
+        plan.save(path)
+        return plan
+
+    plan = save(final, out_plan, "stage2" if last_update is not None else "stage1")
+    plan1 = save(first, out_stage1_plan, "stage1") if out_stage1_plan is not None else plan
     stage1 = [i for i, o in enumerate(tr.origin) if o == -1 and tr.scores[i] is not None
               and tr.space.feasible(tr.genomes[i])]
     best1 = max(stage1, key=lambda i: tr.utility(tr.scores[i], tr.memories[i]))
-    stage1_best_score = max(tr.scores[i] for i in stage1)
-    plan = ctx.space.to_plan(genome, meta={"score": score, "memory_bytes": memory, "utility": utility,
-                                           "origin": "stage2" if tr.origin[_index(tr, genome)] >= 0 else "stage1"})
-    plan.save(out_plan)
-    if out_stage1_plan is not None:
-        ctx.space.to_plan(tr.genomes[best1], meta={"score": tr.scores[best1], "memory_bytes": tr.memories[best1],
-                                                   "utility": tr.utility(tr.scores[best1], tr.memories[best1]),
-                                                   "origin": "stage1"}).save(out_stage1_plan)
+    s1_recs, s2_recs, pick_recs = _ordered(stage1_shards), _ordered(refine_shards), pick_records(doc, recs, FINAL)
+    cost = stage_costs({"stage1": s1_recs, "stage2": s2_recs, "pick": pick_recs}, n_val) if s1_recs else None
     history = {
-        "final": {"plan_hash": plan.hash, "hf_score": score, "memory_bytes": memory, "utility": utility,
-                  "budget_bytes": ctx.space.budget, "within_budget": ctx.space.feasible(genome)},
+        "final": _summary(ctx.space, final, plan),
+        "stage1_pick": _summary(ctx.space, first, plan1),
         "stage1_best_utility": {"hf_score": tr.scores[best1], "memory_bytes": tr.memories[best1],
                                 "utility": tr.utility(tr.scores[best1], tr.memories[best1])},
-        "stage1_best_hf_score": stage1_best_score,
+        "stage1_best_hf_score": max(tr.scores[i] for i in stage1),
+        "pick": {"rankings": ["utility", "hf_score"], "top_k": ctx.k, "seeds": doc["reevaluation_seeds"],
+                 "filled": True, "criterion": "mean_hf_score", "chosen": final["index"],
+                 "stage1_chosen": first["index"], "candidates": final["candidates"]},
+        "cost": cost,
+        "cost_curve": cost_curve(s1_recs + s2_recs, n_val, cost["total"]["hf_unit"], ctx.space.budget,
+                                 then=pick_recs) if cost else [],
         "stop_reason": stop_reason, "iterations": tr.iteration, "norm": tr.norm,
         "trajectory": tr.history,
         "observations": [{"genome": g.tolist(), "score": s, "memory": m, "origin": o,
@@ -102,8 +169,3 @@ def final_plan(ctx: RefineContext, front_json: str | os.PathLike, last_update: s
     }
     atomic_write_json(out_history, history)
     return history
-
-
-def _index(tr: TrustRegionSearch, genome: np.ndarray) -> int:
-    key = tr.space.key(genome)
-    return next(i for i, g in enumerate(tr.genomes) if tr.space.key(g) == key)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,17 @@ from autoqra.io import (
     read_jsonl,
 )
 from autoqra.manifest import build_manifest
-from autoqra.pipeline.common import evolution_settings, load_priors, search_space, shard_of
+from autoqra.pipeline.common import (
+    evolution_settings,
+    load_priors,
+    reference_rank,
+    search_space,
+    shard_of,
+)
+from autoqra.search.cost import hf_equivalents
 from autoqra.search.evolution import EvolutionarySearch
+from autoqra.search.operators import uniform_genomes
+from autoqra.search.pareto import shared_hv_reference
 from autoqra.search.space import SearchSpace
 
 RECORD_COLUMNS = ("generation", "phase", "fidelity", "plan_hash", "bits", "ranks", "status", "reason", "score",
@@ -37,13 +47,20 @@ RECORD_COLUMNS = ("generation", "phase", "fidelity", "plan_hash", "bits", "ranks
 
 
 class SearchContext:
-    """What every step needs: the space, priors and settings of one search variant."""
+    """What every step needs: the space, priors and settings of one search variant. The budget's
+    rank (the warm start's uniform plans) and the shared hypervolume reference (rule
+    search_reference) are settled here, so every variant starts from the same two numbers."""
 
     def __init__(self, model_dir: str | os.PathLike, space_cfg: Mapping, budget_json: str | os.PathLike,
-                 priors_tsv: str | os.PathLike | None, search_cfg: Mapping, variant: Mapping, seed: int):
+                 priors_tsv: str | os.PathLike | None, search_cfg: Mapping, variant: Mapping, seed: int,
+                 hv_reference_json: str | os.PathLike | None = None):
         self.space = search_space(model_dir, space_cfg, budget_json)
         self.imp_q, self.imp_r = load_priors(priors_tsv, self.space.n_blocks)
-        self.settings = evolution_settings(search_cfg, variant)
+        settings = evolution_settings(search_cfg, variant)
+        extra = {"reference_rank": reference_rank(budget_json, self.space)}
+        if hv_reference_json and read_json(hv_reference_json)["score"] is not None:
+            extra["hv_ref_score"] = float(read_json(hv_reference_json)["score"])
+        self.settings = replace(settings, **extra)
         self.seed = int(seed)
 
     def new(self) -> EvolutionarySearch:
@@ -68,6 +85,40 @@ def phase_size(settings: Any, generation: int, phase: str) -> int:
     if phase == "hf" and settings.multi_fidelity:
         return min(settings.promote, settings.n_offspring)
     return settings.n_offspring
+
+
+def reference(space: SearchSpace, evaluator: Any, seed: int, ref_rank: int | None, out: str | os.PathLike,
+              margin: float = 0.1, fixed_score: float | None = None) -> dict:
+    """The hypervolume reference every search variant of the model shares, fixed before any search:
+    ``shared_hv_reference`` of the HF scores (search seed) of the smallest plan and the budget's own
+    uniform plan, or ``fixed_score`` (config search.hv_ref_score) without evaluating anything.
+
+    A failed evaluation is replaced by the next uniform plan that fits; if every one fails, the
+    score is null and each variant falls back to its own reference (frozen at its generation 0),
+    with the failures recorded here, so that a broken evaluator fails in the search, which says why.
+    """
+    plans = [space.uniform(space.bits[0], space.ranks[0]), *uniform_genomes(space, ref_rank)]
+    rows: list[dict] = []
+    if fixed_score is None:
+        for g in plans:
+            if sum(r["status"] == "ok" for r in rows) >= 2:
+                break
+            if any(r["genome"] == g.tolist() for r in rows):
+                continue
+            rec = evaluator.evaluate(space.to_plan(g), "hf", seed)
+            rows.append({"genome": g.tolist(), "plan_hash": rec["plan_hash"], "status": rec["status"],
+                         "reason": rec.get("reason"), "score": rec["score"], "memory_bytes": space.memory(g),
+                         "cached": rec["cached"]})
+    ok = [r["score"] for r in rows if r["status"] == "ok" and r["score"] is not None]
+    if fixed_score is not None:
+        score, source = float(fixed_score), "config search.hv_ref_score"
+    elif ok:
+        score, source = shared_hv_reference(ok, margin), "smallest plan and the budget's uniform plan at HF"
+    else:
+        score, source = None, "none: every reference plan's evaluation failed (each variant freezes its own)"
+    doc = {"score": score, "margin": margin, "seed": seed, "plans": rows, "source": source}
+    atomic_write_json(out, doc)
+    return doc
 
 
 def _write_phase(path, search: EvolutionarySearch, generation: int, phase: str, candidates: Sequence,
@@ -152,14 +203,15 @@ def _check_not_all_failed(scores: list, records: dict[int, dict], generation: in
 def evaluate(space: SearchSpace, phase_file: str | os.PathLike, shard: int, shards: int, evaluator: Any,
              seed: int, out: str | os.PathLike, quant_error: bool = False) -> list[dict]:
     """Evaluate this shard's candidates at the phase's fidelity (cached); one JSONL record each.
-    Used by Stage 1, Stage 2 and the random search (any phase file with ``candidates``);
+    Used by Stage 1, Stage 2, the picks and the random search (any phase file with ``candidates``,
+    and ``seeds`` where each candidate has its own seed, else ``seed``);
     ``quant_error`` adds each plan's loss increase from quantization alone (before fine-tuning)."""
     doc = read_json(phase_file)
-    cands = doc["candidates"]
+    cands, seeds = doc["candidates"], doc.get("seeds")  # per-candidate seeds: the pick's re-evaluations
     recs = []
     for i in shard_of(cands, shard, shards):
         plan = space.to_plan(np.array(cands[i]))
-        rec = evaluator.evaluate(plan, doc["phase"], seed)
+        rec = evaluator.evaluate(plan, doc["phase"], seed if seeds is None else int(seeds[i]))
         if quant_error:
             rec = {**rec, **evaluator.quant_error(plan)}
         recs.append({**rec, "index": i, "genome": cands[i], "generation": doc["generation"], "phase": doc["phase"]})
@@ -168,8 +220,9 @@ def evaluate(space: SearchSpace, phase_file: str | os.PathLike, shard: int, shar
 
 
 def front(ctx: SearchContext, last_select: str | os.PathLike, shard_files: Sequence, out_dir: str | os.PathLike,
-          manifest_config: Mapping | None = None) -> dict:
-    """Write the Pareto front, every evaluation record, the hypervolume history and a manifest."""
+          manifest_config: Mapping | None = None, n_val: int | None = None) -> dict:
+    """Write the Pareto front, every evaluation record, the hypervolume history, the search's cost
+    (HF-equivalents, ``autoqra.search.cost``; ``n_val`` validation examples) and a manifest."""
     out = Path(out_dir)
     search, doc = ctx.restore(last_select)
     front_rows = []
@@ -192,6 +245,8 @@ def front(ctx: SearchContext, last_select: str | os.PathLike, shard_files: Seque
     summary = {"front": front_rows, "budget_bytes": ctx.space.budget, "generations_run": search.generation,
                "stopped_early": search.generation < ctx.settings.generations, "evaluations": {"lf": n_lf, "hf": n_hf},
                "fresh_evaluations": sum(1 for r in rows if not r[-1]),
+               "cost": {**hf_equivalents([r for f in shard_files for r in read_jsonl(f)], n_val), "n_val": n_val},
+               "hv_reference": search.hv_ref,
                "archive": search.state_dict()["archive"], "settings": vars(ctx.settings)}
     atomic_write_json(out / "front.json", summary)
     atomic_write_json(out / "manifest.json", build_manifest("search_front", manifest_config, ctx.seed,

@@ -11,7 +11,9 @@
 - ``search_cost.tsv``: evaluations (LF/HF, trained vs cached) and device seconds per stage and
   variant: ``device_seconds`` is what the stage costs on its own (cached evaluations count with
   their original time), ``trained_device_seconds`` what this run paid (the evaluation cache is
-  shared across searches, so only the latter sums to the run's cost).
+  shared across searches, so only the latter sums to the run's cost); ``hf_equivalents`` the
+  stage's evaluation cost in HF evaluations (``autoqra.search.cost``: LF counted by its work), the
+  unit in which the random and optuna searchers are given AutoQRA's cost.
 
 pandas only; no torch.
 """
@@ -156,6 +158,31 @@ def _fresh_cost(records: Sequence[Mapping]) -> tuple[int, int, float, float]:
     return len(records), len(fresh), _secs(records), _secs(fresh)
 
 
+def _hf_eq(records: Sequence[Mapping], n_val: int | None, unit: float | None) -> float | None:
+    """The records' cost in HF-equivalents, in the unit of the variant's Stage-1 HF evaluations."""
+    if unit is None or not records:
+        return None
+    from autoqra.search.cost import hf_equivalents
+
+    return hf_equivalents(records, n_val, unit)["hf_equivalents"]
+
+
+def _pick_rows(final_dir: Path) -> list[tuple[str, list[dict]]]:
+    """A variant's pick re-evaluations: those of its final pick (part of the variant's cost) and
+    those only the Stage-1-only pick needed (paid for the "w/o Stage 2" method)."""
+    phase = final_dir / "pick" / "hf.json"
+    if not phase.is_file():
+        return []
+    from autoqra.pipeline.pick import FINAL
+
+    doc = _read(phase)
+    recs = {int(r["index"]): r for r in _jsonl(sorted(final_dir.glob("pick/hf-shard*.jsonl")))}
+    n = len(doc["reevaluation_seeds"])
+    final = [recs[i] for i in sorted(recs) if FINAL in doc["plans"][i // n]["sets"]]
+    other = [recs[i] for i in sorted(recs) if FINAL not in doc["plans"][i // n]["sets"]]
+    return [("search_pick", final), ("search_pick_stage1", other)]
+
+
 def _jsonl(paths) -> list[dict]:
     return [rec for p in paths for rec in read_jsonl(p)]
 
@@ -174,30 +201,37 @@ def search_cost(front_files: Sequence, random_files: Sequence, sensitivity_files
         d = Path(f).parent
         model, variant = _model_of(f, "search"), d.name
         recs = _jsonl(sorted(d.glob("g*/*-shard*.jsonl")))
+        cost = _read(f).get("cost") or {}
+        unit, n_val = cost.get("hf_unit"), cost.get("n_val")
         n, trained, secs, fresh = _fresh_cost(recs)
         rows.append({"model": model, "stage": "stage1_search", "variant": variant,
                      "lf_evaluations": sum(r["fidelity"] == "lf" for r in recs),
                      "hf_evaluations": sum(r["fidelity"] == "hf" for r in recs), "evaluations": n,
-                     "trained": trained, "device_seconds": secs, "trained_device_seconds": fresh})
+                     "trained": trained, "device_seconds": secs, "trained_device_seconds": fresh,
+                     "hf_equivalents": _hf_eq(recs, n_val, unit)})
+        final = Path(str(d).replace(f"{os.sep}search{os.sep}", f"{os.sep}final{os.sep}", 1))
         refine = _jsonl(sorted((Path(str(d).replace(f"{os.sep}search{os.sep}", f"{os.sep}refine{os.sep}", 1)))
                                .glob("t*/hf-shard*.jsonl")))
-        if refine:
-            n, trained, secs, fresh = _fresh_cost(refine)
-            rows.append({"model": model, "stage": "stage2_refine", "variant": variant, "lf_evaluations": 0,
-                         "hf_evaluations": n, "evaluations": n, "trained": trained, "device_seconds": secs,
-                         "trained_device_seconds": fresh})
+        for stage, more in (("stage2_refine", refine), *_pick_rows(final)):
+            if more:
+                n, trained, secs, fresh = _fresh_cost(more)
+                rows.append({"model": model, "stage": stage, "variant": variant, "lf_evaluations": 0,
+                             "hf_evaluations": n, "evaluations": n, "trained": trained, "device_seconds": secs,
+                             "trained_device_seconds": fresh, "hf_equivalents": _hf_eq(more, n_val, unit)})
     for f in random_files:
         recs = _jsonl(sorted(Path(f).parent.glob("hf-shard*.jsonl")))
+        recs += _jsonl(sorted(Path(f).parent.glob("pick/hf-shard*.jsonl")))
         n, trained, secs, fresh = _fresh_cost(recs)
         rows.append({"model": _model_of(f, "random"), "stage": "random_search", "variant": "", "lf_evaluations": 0,
                      "hf_evaluations": n, "evaluations": n, "trained": trained, "device_seconds": secs,
-                     "trained_device_seconds": fresh})
+                     "trained_device_seconds": fresh, "hf_equivalents": float(n)})
     for f in optuna_files:
         doc = _read(f)
-        n, trained, secs, fresh = _fresh_cost(doc["trials"])
+        recs = list(doc["trials"]) + list(doc.get("pick_records") or [])
+        n, trained, secs, fresh = _fresh_cost(recs)
         rows.append({"model": _model_of(f, "optuna"), "stage": "optuna_search", "variant": doc["sampler"],
                      "lf_evaluations": 0, "hf_evaluations": n, "evaluations": n, "trained": trained,
-                     "device_seconds": secs, "trained_device_seconds": fresh})
+                     "device_seconds": secs, "trained_device_seconds": fresh, "hf_equivalents": float(n)})
     per_model: dict[str, list] = {}
     for f in train_files:
         rec = _read(f)
@@ -208,7 +242,7 @@ def search_cost(front_files: Sequence, random_files: Sequence, sensitivity_files
                      "evaluations": len(recs), "trained": len(recs), "device_seconds": secs,
                      "trained_device_seconds": secs})
     df = pd.DataFrame(rows, columns=["model", "stage", "variant", "lf_evaluations", "hf_evaluations", "evaluations",
-                                     "trained", "device_seconds", "trained_device_seconds"])
+                                     "trained", "device_seconds", "trained_device_seconds", "hf_equivalents"])
     df["device_hours"] = df["device_seconds"] / 3600
     df["trained_device_hours"] = df["trained_device_seconds"] / 3600
     return df

@@ -77,8 +77,8 @@ def read_uncertainty(path: PathLike) -> pd.DataFrame:
 
 
 def read_search_cost(path: PathLike) -> pd.DataFrame:
-    """results/summary/search_cost.tsv (evaluations and device hours per model and stage)."""
-    df = read_tsv(path, SEARCH_COST_COLUMNS, SEARCH_COST_COLUMNS[3:])
+    """results/summary/search_cost.tsv (evaluations, HF-equivalents if present, device hours per model and stage)."""
+    df = read_tsv(path, SEARCH_COST_COLUMNS, [*SEARCH_COST_COLUMNS[3:], "hf_equivalents"])
     df["variant"] = df["variant"].fillna("").astype(str)
     return df
 

@@ -24,7 +24,9 @@ from autoqra.taskmetrics import lower_is_better, main_metric
 TEXT_COLUMNS = {"Model", "Method", "Stage", "Variant", "Quantizers"}
 GROUP_ORDER = {"autoqra": 0, "baseline": 1, "ablation": 2}
 STAGE_LABELS = {"stage0_sensitivity": "Stage 0 (sensitivity)", "stage1_search": "Stage 1 (search)",
-                "stage2_refine": "Stage 2 (refinement)", "random_search": "Random search",
+                "stage2_refine": "Stage 2 (refinement)", "search_pick": "Noise-robust pick",
+                "search_pick_stage1": "Stage-1-only pick",
+                "random_search": "Random search",
                 "optuna_search": "Optuna search", "finetune": "Final fine-tuning"}
 DASH = "—"
 # Unicode the tables use, and its LaTeX; the rest of LaTeX's specials are backslash-escaped.
@@ -248,8 +250,24 @@ def _paid(row) -> float:
     return float(row.device_hours if v is None or pd.isna(v) else v)
 
 
+def _hf_eq(row) -> str:
+    v = getattr(row, "hf_equivalents", None)
+    return DASH if _missing(v) else fmt(v, 1)
+
+
+def _searcher_cost(sub: pd.DataFrame, variant: str = "autoqra") -> float | None:
+    """A search variant's cost in HF-equivalents: Stage 1 + Stage 2 + its pick (None if unknown)."""
+    if "hf_equivalents" not in sub.columns:
+        return None
+    part = sub[(sub["variant"] == variant) & sub["stage"].isin(["stage1_search", "stage2_refine", "search_pick"])]
+    vals = pd.to_numeric(part["hf_equivalents"], errors="coerce")
+    return None if part.empty or vals.isna().any() else float(vals.sum())
+
+
 def table_search_cost(cost: pd.DataFrame, models: Sequence[str] | None = None) -> tuple[pd.DataFrame, list[int]]:
-    """Table 4: evaluations and device-hours per stage (and variant), with a total row per model.
+    """Table 4: evaluations, cost in HF-equivalents and device-hours per stage (and variant), with a
+    total row per model and, where AutoQRA ran, a row stating its total cost in HF-equivalents: the
+    budget the random and optuna searchers were given (their rows show what they spent).
     "alone" = what the stage costs by itself (evaluations served from the shared cache count with
     their original time); "paid" = what this run trained; only "paid" adds up to the run's cost.
 
@@ -266,14 +284,20 @@ def table_search_cost(cost: pd.DataFrame, models: Sequence[str] | None = None) -
         for r in sub.itertuples(index=False):
             rows.append({"Model": model, "Stage": STAGE_LABELS.get(r.stage, r.stage), "Variant": r.variant or DASH,
                          "LF evals": int(r.lf_evaluations), "HF evals": int(r.hf_evaluations),
-                         "Trained": int(r.trained), "Device-h (alone)": fmt(r.device_hours, 4),
+                         "HF-equiv.": _hf_eq(r), "Trained": int(r.trained), "Device-h (alone)": fmt(r.device_hours, 4),
                          "Device-h (paid)": fmt(_paid(r), 4)})
+        auto = _searcher_cost(sub)
+        if auto is not None:
+            rows.append({"Model": model, "Stage": "AutoQRA cost (equal-cost budget)", "Variant": "autoqra",
+                         "LF evals": DASH, "HF evals": DASH, "HF-equiv.": fmt(auto, 1), "Trained": DASH,
+                         "Device-h (alone)": DASH, "Device-h (paid)": DASH})
         totals.append(len(rows))
         rows.append({"Model": model, "Stage": "Total", "Variant": "",
                      "LF evals": int(sub["lf_evaluations"].sum()), "HF evals": int(sub["hf_evaluations"].sum()),
-                     "Trained": int(sub["trained"].sum()), "Device-h (alone)": DASH,
+                     "HF-equiv.": DASH, "Trained": int(sub["trained"].sum()), "Device-h (alone)": DASH,
                      "Device-h (paid)": fmt(sum(_paid(r) for r in sub.itertuples(index=False)), 4)})
-    cols = ["Model", "Stage", "Variant", "LF evals", "HF evals", "Trained", "Device-h (alone)", "Device-h (paid)"]
+    cols = ["Model", "Stage", "Variant", "LF evals", "HF evals", "HF-equiv.", "Trained", "Device-h (alone)",
+            "Device-h (paid)"]
     return pd.DataFrame(rows, columns=cols), totals
 
 

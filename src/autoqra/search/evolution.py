@@ -7,8 +7,10 @@ and a resumed search follows exactly the trajectory of an uninterrupted one.
 
 Hypervolume: over all feasible HF evaluations so far (so it never decreases), memory in units of
 the budget, reference point (P_ref, 1 + hv_memory_margin). The margin lets plans that use the
-whole budget count. P_ref is ``hv_ref_score`` if set, else frozen at the first selection to the
-lowest initial HF score minus 10 % of the initial score spread; later points below it add nothing.
+whole budget count. P_ref is ``hv_ref_score``: the pipeline fixes it once per model before any
+search runs (``pareto.shared_hv_reference``), so every variant's hypervolume is measured against the same
+point. Left unset (tests, notebooks), it is frozen at the first selection to the lowest initial HF
+score minus 10 % of the initial score spread; later points below it add nothing.
 """
 
 from __future__ import annotations
@@ -25,14 +27,16 @@ from autoqra.search.surrogate import PerformanceModel, feature_matrix
 
 FIDELITIES = ("lf", "hf")
 DEDUP_TRIES = 20  # variation attempts per child before falling back to a random genome
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: importance_guided and reference_rank settings, climbing operators
 GENOME_LISTS = ("population", "pending", "offspring")
 
 
 @dataclass
 class EvolutionSettings:
-    """Stage-1 settings; ``warm_start``, ``coupled``, ``performance_model`` and ``multi_fidelity``
-    are the ablation switches (single fidelity: every offspring is evaluated at HF, none at LF)."""
+    """Stage-1 settings; ``warm_start``, ``coupled``, ``importance_guided``, ``performance_model``
+    and ``multi_fidelity`` are the ablation switches, one component each (single fidelity: every
+    offspring is evaluated at HF, none at LF). ``reference_rank`` is the budget's rank (the uniform
+    plans of the warm start); ``hv_ref_score`` the hypervolume reference shared by all variants."""
 
     population: int = 8
     generations: int = 4
@@ -48,11 +52,13 @@ class EvolutionSettings:
     warm_start: bool = True
     warm_start_interp: str = "value"  # "value" or "index", see operators.seed_genome
     coupled: bool = True
+    importance_guided: bool = True
     performance_model: bool = True
     multi_fidelity: bool = True
     min_pairs: int = 6
     hv_ref_score: float | None = None
     hv_memory_margin: float = 0.01
+    reference_rank: int | None = None
 
     def __post_init__(self) -> None:
         checks = {  # name: (holds, what is expected)
@@ -99,7 +105,8 @@ class EvolutionarySearch:
         self.settings = settings or EvolutionSettings()
         self.imp_q, self.imp_r = _check_importance(space, imp_q, "imp_q"), _check_importance(space, imp_r, "imp_r")
         s = self.settings
-        self.ops = Operators(s.coupled, s.gamma, s.jitter, s.low_bit_cap, interp=s.warm_start_interp)
+        self.ops = Operators(s.coupled, s.gamma, s.jitter, s.low_bit_cap, interp=s.warm_start_interp,
+                             importance_guided=s.importance_guided, reference_rank=s.reference_rank)
         self.rng = np.random.default_rng(self.seed)
         self.archive: list[dict] = []          # every evaluation told, in order
         self.population: list[Genome] = []

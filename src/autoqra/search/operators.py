@@ -1,6 +1,7 @@
-"""Variation operators of the Stage-1 search: warm start, coupled and uncoupled crossover and
-mutation (the uncoupled ones are the ablation). Every genome an operator hands out for evaluation
-is repaired to the budget; crossovers alone return raw children that the caller repairs."""
+"""Variation operators of the Stage-1 search: warm start (seed, fill, uniform plans, jitter),
+coupled and uncoupled crossover and mutation (the uncoupled ones are an ablation, as are flat
+mutation-site draws). Every genome an operator hands out for evaluation is repaired to the budget;
+crossovers alone return raw children that the caller repairs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autoqra.search.space import Genome, SearchSpace, repair_to_budget
+from autoqra.search.space import Genome, SearchSpace, fill_to_budget, repair_to_budget
 
 # Added to importances in the importance-weighted draws: min-max normalisation puts one block at
 # exactly 0 (or 1), and a zero weight would freeze that gene for the whole search.
@@ -110,14 +111,53 @@ def _fill_unique(space: SearchSpace, out: list[Genome], seen: set[bytes], n: int
     return out
 
 
+def uniform_genomes(space: SearchSpace, reference_rank: int | None = None,
+                    low_bit_cap: float | None = None) -> list[Genome]:
+    """The uniform plans of the space that fit: every bit-width at the reference rank, and at the
+    highest rank that fits. The budget's own plan (the largest feasible one at the reference rank)
+    comes first, the others by decreasing memory. ``reference_rank`` None: the middle rank rung.
+    Plans with more blocks at the lowest bit-width than ``low_bit_cap`` allows are left out."""
+    r_ref = space.ranks[len(space.ranks) // 2] if reference_rank is None else reference_rank
+    if r_ref not in space.ranks:
+        raise ValueError(f"reference rank {r_ref} is not on the rank ladder {list(space.ranks)}")
+    at_ref, others = [], []
+    for b in space.bits:
+        fitting = [r for r in space.ranks if space.feasible(space.uniform(b, r))]
+        if low_bit_cap is not None and b == space.bits[0] and low_bit_cap < 1:
+            continue  # every block at the lowest bit-width breaks any cap below 1
+        if r_ref in fitting:
+            at_ref.append(space.uniform(b, r_ref))
+        if fitting and fitting[-1] != r_ref:
+            others.append(space.uniform(b, fitting[-1]))
+    at_ref.sort(key=space.memory, reverse=True)
+    rest = sorted(at_ref[1:] + others, key=space.memory, reverse=True)
+    return at_ref[:1] + rest
+
+
 def warm_start(space: SearchSpace, imp_q: np.ndarray, imp_r: np.ndarray, n: int,
                rng: np.random.Generator, jitter: float = 0.15,
-               low_bit_cap: float | None = None, interp: str = "value") -> list[Genome]:
-    """The importance-interpolated seed plus ``n-1`` jittered copies, all repaired, de-duplicated."""
-    seed = repair(space, seed_genome(space, imp_q, imp_r, interp), imp_q, imp_r, low_bit_cap)
+               low_bit_cap: float | None = None, interp: str = "value",
+               reference_rank: int | None = None) -> list[Genome]:
+    """The warm-started initial population (``n`` distinct feasible genomes):
+
+    1. the importance-interpolated seed, repaired, then filled to the budget (``fill_to_budget``:
+       the interpolation alone leaves memory unused, and mutation cannot be relied on to climb);
+    2. the uniform plans that fit (``uniform_genomes``: the budget's own first), at most ``n // 2``
+       of them so that small populations keep room for the seed's neighbourhood;
+    3. jittered copies of the seed, each repaired and filled; random genomes if the jitter runs dry.
+    """
+    seed = fill_to_budget(space, repair(space, seed_genome(space, imp_q, imp_r, interp), imp_q, imp_r, low_bit_cap),
+                          imp_q, imp_r)
     out, seen = [seed], {space.key(seed)}
-    for _ in range(n - 1):
+    for g in uniform_genomes(space, reference_rank, low_bit_cap)[:max(n // 2, 1)]:
+        if len(out) < n and space.key(g) not in seen:
+            seen.add(space.key(g))
+            out.append(g)
+    for _ in range(2 * n):
+        if len(out) >= n:
+            break
         g = repair(space, jitter_genome(space, seed, rng, jitter), imp_q, imp_r, low_bit_cap)
+        g = fill_to_budget(space, g, imp_q, imp_r)
         if space.key(g) not in seen:
             seen.add(space.key(g))
             out.append(g)
@@ -149,31 +189,53 @@ def _draw(weights: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
     return divmod(k, weights.shape[1])
 
 
+def site_weights(imp_q: np.ndarray, imp_r: np.ndarray, gamma: float, guided: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(upgrade, downgrade) weights per gene: Pr ∝ (I + floor)^γ up and (1 − I + floor)^γ down;
+    flat when ``guided`` is False (the "w/o importance guidance" ablation)."""
+    imp = _importance(imp_q, imp_r)
+    if not guided:
+        return np.ones_like(imp), np.ones_like(imp)
+    return (imp + IMP_FLOOR) ** gamma, (1.0 - imp + IMP_FLOOR) ** gamma
+
+
+def _n_moves(n: int, p: float | None, rng: np.random.Generator) -> int:
+    return max(1, int(rng.binomial(n, p if p is not None else 1.0 / n)))
+
+
+def _down_mask(h: Genome, low_bit_cap: float | None) -> np.ndarray:
+    """Genes that may go one rung down; none to the lowest bit-width once the low-bit cap is full."""
+    can_down = h > 0
+    if low_bit_cap is not None and (h[0] == 0).sum() + 1 > low_bit_cap * h.shape[1]:
+        can_down[0] &= h[0] != 1
+    return can_down
+
+
 def coupled_mutation(space: SearchSpace, g: Genome, imp_q: np.ndarray, imp_r: np.ndarray,
                      rng: np.random.Generator, gamma: float = 1.5, p: float | None = None,
-                     low_bit_cap: float | None = None) -> Genome:
-    """Importance-guided upgrade (Pr ∝ I^γ) paired with a compensating downgrade in another block
-    (Pr ∝ (1−I)^γ), then repaired; Binomial(n_blocks, p) such pairs, at least one (p = 1/n_blocks).
+                     low_bit_cap: float | None = None, *, guided: bool = True) -> Genome:
+    """Binomial(n_blocks, p) upgrades (at least one; p = 1/n_blocks), each at a gene drawn with
+    Pr ∝ I^γ; an upgrade is paired with a compensating downgrade in another block (Pr ∝ (1−I)^γ)
+    only when the plan would not fit without one, then the plan is repaired.
 
-    One compensating step, not "cut until the memory is back": cuts rarely match the upgrade's
-    bytes, so cutting until even overshoots on average and drifts the population towards lower
-    memory (on the test objective it closed 0.80 instead of 0.84 of the gap to the optimum);
-    repair's least-importance-per-byte greedy settles any remaining excess.
+    Pairing every upgrade (the earlier rule) kept a plan's memory where it started, so a population
+    seeded below the budget stayed below it; unpaired upgrades let the search climb to the budget.
+    One compensating step, not "cut until the memory is back": cuts rarely match the upgrade's bytes
+    and overshoot on average; repair's least-importance-per-byte greedy settles any remainder.
     """
     h = np.array(g, dtype=np.int64, copy=True)
-    n = space.n_blocks
-    imp, top = _importance(imp_q, imp_r), _tops(space)
-    up_w, down_w = (imp + IMP_FLOOR) ** gamma, (1.0 - imp + IMP_FLOOR) ** gamma
-    for _ in range(max(1, int(rng.binomial(n, p if p is not None else 1.0 / n)))):
+    up_w, down_w = site_weights(imp_q, imp_r, gamma, guided)
+    top = _tops(space)
+    for _ in range(_n_moves(space.n_blocks, p, rng)):
         can_up = h < top
         if not can_up.any():
             break
         kind, ell = _draw(np.where(can_up, up_w, 0.0), rng)
         h[kind, ell] += 1
-        can_down = h > 0
+        if space.feasible(h):
+            continue
+        can_down = _down_mask(h, low_bit_cap)
         can_down[:, ell] = False  # compensate elsewhere, never undo the upgrade itself
-        if low_bit_cap is not None and (h[0] == 0).sum() + 1 > low_bit_cap * n:
-            can_down[0] &= h[0] != 1
         if can_down.any():
             k2, l2 = _draw(np.where(can_down, down_w, 0.0), rng)
             h[k2, l2] -= 1
@@ -182,23 +244,29 @@ def coupled_mutation(space: SearchSpace, g: Genome, imp_q: np.ndarray, imp_r: np
 
 def uncoupled_mutation(space: SearchSpace, g: Genome, imp_q: np.ndarray, imp_r: np.ndarray,
                        rng: np.random.Generator, p: float | None = None,
-                       low_bit_cap: float | None = None) -> Genome:
-    """Independent ±1 rung changes, each gene with probability ``p`` (default 1/n_blocks, at least
-    one change); repaired."""
-    n = space.n_blocks
-    move = rng.random(g.shape) < (p if p is not None else 1.0 / n)
-    if not move.any():
-        move.flat[int(rng.integers(move.size))] = True
-    step = rng.choice(np.array([-1, 1]), size=g.shape)
-    h = np.asarray(g, dtype=np.int64) + move * step
+                       low_bit_cap: float | None = None, *, gamma: float = 1.5, guided: bool = True) -> Genome:
+    """The "w/o coupled operators" mutation: the same importance-guided choice of site as
+    ``coupled_mutation``, without the pairing. Binomial(n_blocks, p) independent moves (at least
+    one), each an upgrade (Pr ∝ I^γ) or a downgrade (Pr ∝ (1−I)^γ) with probability 1/2; only the
+    repair brings the plan back under the budget."""
+    h = np.array(g, dtype=np.int64, copy=True)
+    up_w, down_w = site_weights(imp_q, imp_r, gamma, guided)
     top = _tops(space)
-    h = np.where(h < 0, 1, np.where(h > top, top - 1, h))  # reflect at the ladder ends
-    return repair(space, np.clip(h, 0, top), imp_q, imp_r, low_bit_cap)
+    for _ in range(_n_moves(space.n_blocks, p, rng)):
+        up = rng.random() < 0.5
+        mask = h < top if up else _down_mask(h, low_bit_cap)
+        if not mask.any():
+            continue
+        kind, ell = _draw(np.where(mask, up_w if up else down_w, 0.0), rng)
+        h[kind, ell] += 1 if up else -1
+    return repair(space, h, imp_q, imp_r, low_bit_cap)
 
 
 @dataclass(frozen=True)
 class Operators:
-    """The operator strategy of one search: coupled (the method) or uncoupled (the ablation)."""
+    """The operator strategy of one search. ``coupled`` False drops the joint inheritance of
+    (bits, rank) and the pairing of upgrades with downgrades (one ablation); ``importance_guided``
+    False draws mutation sites uniformly instead of by importance (another)."""
 
     coupled: bool = True
     gamma: float = 1.5
@@ -206,12 +274,15 @@ class Operators:
     low_bit_cap: float | None = None
     mutation_rate: float | None = None
     interp: str = "value"  # warm-start seed map, see seed_genome
+    importance_guided: bool = True
+    reference_rank: int | None = None  # the budget's rank: the uniform plans of the warm start
 
     def initial(self, space: SearchSpace, imp_q: np.ndarray, imp_r: np.ndarray, n: int,
                 rng: np.random.Generator, warm: bool = True) -> list[Genome]:
         """Warm-started or random initial population (repaired, distinct)."""
         if warm:
-            return warm_start(space, imp_q, imp_r, n, rng, self.jitter, self.low_bit_cap, self.interp)
+            return warm_start(space, imp_q, imp_r, n, rng, self.jitter, self.low_bit_cap, self.interp,
+                              self.reference_rank)
         return random_population(space, imp_q, imp_r, n, rng, self.low_bit_cap)
 
     def crossover(self, a: Genome, b: Genome, rng: np.random.Generator) -> Genome:
@@ -223,8 +294,9 @@ class Operators:
         """Mutated and repaired copy of ``g``."""
         if self.coupled:
             return coupled_mutation(space, g, imp_q, imp_r, rng, self.gamma, self.mutation_rate,
-                                    self.low_bit_cap)
-        return uncoupled_mutation(space, g, imp_q, imp_r, rng, self.mutation_rate, self.low_bit_cap)
+                                    self.low_bit_cap, guided=self.importance_guided)
+        return uncoupled_mutation(space, g, imp_q, imp_r, rng, self.mutation_rate, self.low_bit_cap,
+                                  gamma=self.gamma, guided=self.importance_guided)
 
     def repair(self, space: SearchSpace, g: Genome, imp_q: np.ndarray, imp_r: np.ndarray) -> Genome:
         """``g`` brought under the budget with this strategy's low-bit cap."""

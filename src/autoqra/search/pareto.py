@@ -91,6 +91,17 @@ def hypervolume_2d(points: np.ndarray | Sequence, ref: tuple[float, float]) -> f
     return float((best_p * widths).sum())
 
 
+def shared_hv_reference(scores: Sequence[float | None], margin: float = 0.1) -> float:
+    """The hypervolume reference score every search variant of a model shares: the lowest of
+    ``scores`` (HF scores of plans fixed before any search, e.g. the smallest plan and the budget's
+    uniform plan) minus ``margin`` times their spread (times |lowest| when they coincide)."""
+    ok = [float(s) for s in scores if s is not None and np.isfinite(s)]
+    if not ok:
+        raise ValueError("hypervolume reference: every reference plan's evaluation failed")
+    lo, hi = min(ok), max(ok)
+    return lo - margin * ((hi - lo) if hi > lo else max(abs(lo), 1e-12))
+
+
 def rank_and_crowding(F: np.ndarray, violation: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Front index and within-front crowding distance of every point (tournament keys)."""
     F = _objectives(F)

@@ -138,3 +138,41 @@ def repair_to_budget(space: SearchSpace, g: Genome, imp_q: np.ndarray, imp_r: np
                              f"budget is {space.budget:.0f}")
         g[step] -= 1
     return g
+
+
+def _upgrade_costs(space: SearchSpace, g: Genome) -> np.ndarray:
+    """Extra bytes of each one-step upgrade, shape (2, n_blocks): row 0 one bit rung up, row 1 one
+    rank rung up; +inf where the gene is already at the top of its ladder."""
+    rows = np.arange(space.n_blocks)
+    cur = space.cost[rows, g[0], g[1]]
+    extra = np.full((2, space.n_blocks), np.inf)
+    up_b, up_r = g[0] + 1 < len(space.bits), g[1] + 1 < len(space.ranks)
+    extra[0, up_b] = space.cost[rows[up_b], g[0, up_b] + 1, g[1, up_b]] - cur[up_b]
+    extra[1, up_r] = space.cost[rows[up_r], g[0, up_r], g[1, up_r] + 1] - cur[up_r]
+    return extra
+
+
+def saturated(space: SearchSpace, g: Genome) -> bool:
+    """True when no one-step upgrade fits the budget any more: the plan is "within one upgrade of
+    the budget" (the leftover is smaller than the cheapest upgrade still on the ladders)."""
+    g = np.asarray(g, dtype=np.int64)
+    left = space.budget * (1 + 1e-12) - space.memory(g)
+    return bool(left >= 0 and not (_upgrade_costs(space, g) <= left).any())
+
+
+def fill_to_budget(space: SearchSpace, g: Genome, imp_q: np.ndarray, imp_r: np.ndarray) -> Genome:
+    """Greedy fill, the mirror of ``repair_to_budget``: while some one-step upgrade (one block's
+    bits or rank one rung up) still fits, apply the one with the most importance gained per extra
+    byte. A plan over the budget is returned unchanged (repair it first)."""
+    g = np.array(g, dtype=np.int64, copy=True)
+    imp = np.stack([np.asarray(imp_q, float), np.asarray(imp_r, float)]) + EPS
+    limit = space.budget * (1 + 1e-12)
+    while True:
+        extra = _upgrade_costs(space, g)
+        fits = extra <= limit - space.memory(g)
+        if not fits.any():
+            return g
+        # a zero-byte upgrade (flat cost table) is free: take it first
+        val = np.where(fits, imp / np.maximum(extra, EPS), -np.inf)
+        kind, ell = np.unravel_index(int(np.argmax(val)), val.shape)
+        g[kind, ell] += 1
