@@ -95,13 +95,13 @@ def figure(result: dict, png: Path) -> None:
         ax.set_xlabel("bits per weight (incl. quantization metadata)")
         ax.set_title(f"{t}: {result['tokens'][t]} tokens")
         ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel("loss increase over 16-bit (nats/token; ≤ 1e-4 drawn at 1e-4)")
+    axes[0].set_ylabel("loss increase over 16-bit (nats/token)")
     axes[1].legend(fontsize=7, ncol=2)
     c = result.get("choice")
     chosen = "" if not c else (f"\nchosen: HQQ axis {c['hqq_axis']}, group {c['group_size']}; map "
                                + ", ".join(f"{b}: {q}" for b, q in c["map"].items()))
     fig.suptitle(f"Quantization damage before fine-tuning, {result['model_name']} (all 7 projections of every "
-                 f"block){chosen}", fontsize=9)
+                 f"block; values ≤ 1e-4 drawn at 1e-4){chosen}", fontsize=9)
     fig.tight_layout()
     fig.savefig(png, dpi=130)
     fig.savefig(png.with_suffix(".pdf"))
