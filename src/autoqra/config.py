@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from autoqra.errors import AutoQRAError, ConfigError, ModelError
+from autoqra.errors import AutoQRAError, ConfigError, ModelError, PlanError
+from autoqra.plan import check_quantizer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -117,6 +118,13 @@ def check_semantics(cfg: dict, base_dir: Path) -> None:
         raise ConfigError(f"config key 'budget.value': required when budget.type is '{bud['type']}'")
     if bud["type"] == "uniform" and "value" in bud:
         raise ConfigError("config key 'budget.value': only allowed with budget.type 'bytes' or 'gb'")
+    if "quantizer" in bud:
+        if bud["type"] != "uniform":
+            raise ConfigError("config key 'budget.quantizer': only allowed with budget.type 'uniform'")
+        try:
+            check_quantizer(bud["quantizer"], bud["bits"], where="config key 'budget.quantizer'")
+        except PlanError as e:
+            raise ConfigError(str(e)) from None
 
     for name, fid in cfg["fidelities"].items():
         has_steps = "steps" in fid

@@ -223,9 +223,11 @@ class MemoryModel:
     def fixed_bytes(self) -> float:
         return 2.0 * sum(self.shape.fixed_params.values())
 
-    def uniform(self, bits: int, rank: int) -> Plan:
-        """Every block at (bits, rank) with the map's quantizer, this model's group size and axis."""
-        return Plan.uniform(self.shape.n_blocks, bits, rank, self.quantizers[bits], self.group_size, self.hqq_axis)
+    def uniform(self, bits: int, rank: int, quantizer: str | None = None) -> Plan:
+        """Every block at (bits, rank) with ``quantizer`` (default: the map's for ``bits``), this model's
+        group size and axis."""
+        return Plan.uniform(self.shape.n_blocks, bits, rank, quantizer or self.quantizers[bits], self.group_size,
+                            self.hqq_axis)
 
     def breakdown(self, plan: Plan) -> dict:
         """Per-block and total bytes of ``plan`` plus the fixed 16-bit part."""
@@ -275,14 +277,17 @@ def resolve_budget(spec: Mapping, mm: MemoryModel, ladders: Ladders | None = Non
                    key: str = "budget") -> Budget:
     """Turn a budget spec into bytes on M(C) and check that at least the smallest plan fits.
 
-    spec: {"type": "uniform", "bits": 4, "rank": 8} (default: uniform 4-bit at rank 8), or
+    spec: {"type": "uniform", "bits": 4, "rank": 8} (default: uniform 4-bit at rank 8, stored by the map's
+    quantizer for those bits unless the spec names a "quantizer"), or
     {"type": "bytes", "value": N} / {"type": "gb", "value": x} for the whole model (fixed part included).
     """
     kind = spec.get("type", "uniform")
     if kind == "uniform":
         bits, rank = int(spec.get("bits", 4)), int(spec.get("rank", 8))
-        b = mm.plan_bytes(mm.uniform(bits, rank))
-        budget = Budget(b, f"uniform {bits}-bit ({mm.quantizers[bits]}) at rank {rank}")
+        q = spec.get("quantizer") or mm.quantizers[bits]
+        check_quantizer(q, bits, where=f"config key '{key}.quantizer'")
+        b = mm.plan_bytes(mm.uniform(bits, rank, q))
+        budget = Budget(b, f"uniform {bits}-bit ({q}) at rank {rank}")
     elif kind in ("bytes", "gb"):
         total = float(spec["value"]) * (GB if kind == "gb" else 1.0)
         budget = Budget(total - mm.fixed_bytes, f"{spec['value']} {'GB' if kind == 'gb' else 'bytes'} in total")

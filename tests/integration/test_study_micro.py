@@ -20,8 +20,8 @@ def test_study_runs_both_budgets_and_combines(tmp_path, monkeypatch):
     cfg["methods"] = {m: s for m, s in cfg["methods"].items() if m in ("autoqra", "base", "lora16", "qlora_nf4",
                                                                         "hqq4", "no_stage2")}
     cfg["optuna_search"] = {"enabled": False}
-    cfg["study"] = {"budgets": {"b3": {"type": "uniform", "bits": 3, "rank": 8},
-                                "b4": {"type": "uniform", "bits": 4, "rank": 8}},
+    cfg["study"] = {"budgets": {"b3": {"type": "uniform", "bits": 3, "rank": 8, "quantizer": "hqq"},
+                                "b4": {"type": "uniform", "bits": 4, "rank": 8, "quantizer": "hqq"}},
                     "shared_methods": ["base", "lora16", "qlora_nf4", "hqq4"],
                     "work_dir": str(tmp_path / "work"), "out_dir": str(tmp_path / "out")}
     path = tmp_path / "study.yaml"

@@ -149,6 +149,11 @@ def test_budgets():
     assert b.plan_bytes == mm.plan_bytes(Plan.uniform(32, 4, 8))
     assert b.fits(mm.plan_bytes(Plan.uniform(32, 4, 8)))
     assert not b.fits(mm.plan_bytes(Plan.uniform(32, 4, 16)))
+    # a uniform budget may name its quantizer: uniform 4-bit HQQ instead of the map's NF4
+    h = resolve_budget({"type": "uniform", "bits": 4, "rank": 8, "quantizer": "hqq"}, MemoryModel(mm.shape, "hqq"), ladders)
+    n = resolve_budget({"type": "uniform", "bits": 4, "rank": 8, "quantizer": "nf4"}, MemoryModel(mm.shape, "hqq"), ladders)
+    assert h.plan_bytes != n.plan_bytes and "(nf4)" in n.description
+    assert n.plan_bytes == mm.plan_bytes(mm.uniform(4, 8, "nf4"))
     g = resolve_budget({"type": "gb", "value": 6.0}, mm, ladders)
     assert g.plan_bytes == pytest.approx(6e9 - mm.fixed_bytes)
     by = resolve_budget({"type": "bytes", "value": 6e9}, mm, ladders)

@@ -110,6 +110,11 @@ def method_labels():
     return {m: spec["label"] or m for m, spec in config["methods"].items()}
 
 
+def methods_unlabelled():
+    """Every method's spec without its display label (for jobs whose outputs never show labels)."""
+    return {m: {k: v for k, v in spec.items() if k != "label"} for m, spec in config["methods"].items()}
+
+
 def get_model_spec(wildcards):
     return config["models"][wildcards.model]
 

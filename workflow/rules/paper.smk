@@ -268,6 +268,7 @@ rule paper:
 
 rule paper_table5_claims:
     """Table 5: each claim of the paper beside our number with its 95 % CI and a verdict."""
+    localrule: True
     input:
         aggregate="results/summary/aggregate.tsv",
         uncertainty="results/summary/uncertainty.tsv",
@@ -290,7 +291,7 @@ rule paper_table5_claims:
             labels={"table": "table5_claims", "format": "TEX"},
         ),
     params:
-        methods=config["methods"],
+        methods=methods_unlabelled(),
         models=MODELS,
         bits=config["search_space"]["bits"],
         ranks=config["search_space"]["ranks"],
