@@ -19,6 +19,7 @@ and ``table5_claims`` (.csv/.tex) over all budgets (``Model`` column = "model @ 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -34,6 +35,7 @@ import yaml
 from autoqra.config import REPO_ROOT, deep_merge, load_yaml, validate_config
 from autoqra.errors import ConfigError
 from autoqra.io import atomic_write_json, atomic_write_text
+from autoqra.memory import GB
 
 DEFAULT_STUDY = {"budgets": {"b3": {"type": "uniform", "bits": 3, "rank": 8},
                              "b4": {"type": "uniform", "bits": 4, "rank": 8}},
@@ -104,7 +106,13 @@ def _pooled(dirs: Mapping[str, Path], name: str, first: str, shared: Sequence[st
     if name == first or not shared:
         return own
     other = pd.read_csv(dirs[first] / "results/summary" / table, sep="\t")
-    return pd.concat([own[~own["method"].isin(shared)], other[other["method"].isin(shared)]], ignore_index=True)
+    pooled = other[other["method"].isin(shared)].copy()
+    if "within_budget" in pooled.columns:  # judged against THIS budget, not the first one's
+        budget = {m: json.loads((dirs[name] / "results/memory" / m / "budget.json").read_text())["plan_bytes"]
+                  for m in pooled["model"].unique()}
+        pooled["within_budget"] = [bool(gb * GB <= budget[m] * (1 + 1e-5))  # the TSV keeps 6 digits
+                                   for m, gb in zip(pooled["model"], pooled["memory_gb_analytic"], strict=True)]
+    return pd.concat([own[~own["method"].isin(shared)], pooled], ignore_index=True)
 
 
 def combine(runs: Mapping[str, Mapping[str, Any]], cfg: Mapping[str, Any], out_dir: str | os.PathLike,

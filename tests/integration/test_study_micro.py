@@ -1,4 +1,4 @@
-"""`autoqra study` end to end on a micro-sized study: the pipeline once per budget (uniform 3-bit and
+"""`autoqra study` end to end on a micro-sized study: the pipeline once per budget (uniform HQQ 2-bit and
 4-bit) sharing one cache, the budget-independent methods run once, then the combined tables."""
 
 import json
@@ -20,7 +20,7 @@ def test_study_runs_both_budgets_and_combines(tmp_path, monkeypatch):
     cfg["methods"] = {m: s for m, s in cfg["methods"].items() if m in ("autoqra", "base", "lora16", "qlora_nf4",
                                                                         "hqq4", "no_stage2")}
     cfg["optuna_search"] = {"enabled": False}
-    cfg["study"] = {"budgets": {"b3": {"type": "uniform", "bits": 3, "rank": 8, "quantizer": "hqq"},
+    cfg["study"] = {"budgets": {"b2": {"type": "uniform", "bits": 2, "rank": 8, "quantizer": "hqq"},
                                 "b4": {"type": "uniform", "bits": 4, "rank": 8, "quantizer": "hqq"}},
                     "shared_methods": ["base", "lora16", "qlora_nf4", "hqq4"],
                     "work_dir": str(tmp_path / "work"), "out_dir": str(tmp_path / "out")}
@@ -30,25 +30,26 @@ def test_study_runs_both_budgets_and_combines(tmp_path, monkeypatch):
         monkeypatch.setenv(k, v)
     summary = run_study(path, cores=2, root=ROOT)
     work, out = tmp_path / "work", tmp_path / "out"
-    assert set(summary["runs"]) == {"b3", "b4"} and all(r["wall_seconds"] > 0 for r in summary["runs"].values())
+    assert set(summary["runs"]) == {"b2", "b4"} and all(r["wall_seconds"] > 0 for r in summary["runs"].values())
     budgets = {b: json.loads((work / b / "results/memory/micro/budget.json").read_text())["plan_bytes"]
-               for b in ("b3", "b4")}
-    assert budgets["b3"] < budgets["b4"]
+               for b in ("b2", "b4")}
+    assert budgets["b2"] < budgets["b4"]
     # one shared cache; the shared methods were fine-tuned only for the first budget
-    assert {yaml.safe_load((work / b / "config.yaml").read_text())["cache_dir"] for b in ("b3", "b4")} == \
+    assert {yaml.safe_load((work / b / "config.yaml").read_text())["cache_dir"] for b in ("b2", "b4")} == \
         {str(work / "cache")}
-    assert (work / "b3/results/finetune/micro/lora16").is_dir() and not (work / "b4/results/finetune/micro/lora16").exists()
+    assert (work / "b2/results/finetune/micro/lora16").is_dir() and not (work / "b4/results/finetune/micro/lora16").exists()
     t1 = pd.read_csv(out / "table1_main.csv")
-    assert set(t1.Model) == {"micro @ b3", "micro @ b4"}
+    assert set(t1.Model) == {"micro @ b2", "micro @ b4"}
     b4 = t1[t1.Model == "micro @ b4"].Method.tolist()
-    assert b4[0] == "AutoQRA" and {"LoRA (16-bit)†", "QLoRA (NF4)", "Base (untuned)†"} <= set(b4)  # pooled from b3
-    plan3 = json.loads((work / "b3/results/final/micro/autoqra/plan.json").read_text())
-    assert plan3["meta"]["memory_bytes"] <= budgets["b3"]
+    assert b4[0] == "AutoQRA" and {"LoRA (16-bit)†", "QLoRA (NF4)", "Base (untuned)†"} <= set(b4)  # pooled from b2
+    assert "QLoRA (NF4)†" in t1[t1.Model == "micro @ b2"].Method.tolist()  # pooled, but over the tighter budget
+    plan2 = json.loads((work / "b2/results/final/micro/autoqra/plan.json").read_text())
+    assert plan2["meta"]["memory_bytes"] <= budgets["b2"]
     t5 = pd.read_csv(out / "table5_claims.csv")
-    assert len(t5) == 2 * 7 and set(t5.Model) == {"micro @ b3", "micro @ b4"}
+    assert len(t5) == 2 * 7 and set(t5.Model) == {"micro @ b2", "micro @ b4"}
     qlora = t5[t5.Claim.str.startswith("AutoQRA ≥ QLoRA")]
     assert qlora["Ours [95 % CI]"].str.contains(r"\[").all()  # both budgets have the pooled QLoRA to compare with
     unc = pd.read_csv(out / "uncertainty.tsv", sep="\t")
-    assert set(unc.budget) == {"b3", "b4"} and set(unc[unc.budget == "b4"].method) >= {"autoqra", "lora16", "base"}
+    assert set(unc.budget) == {"b2", "b4"} and set(unc[unc.budget == "b4"].method) >= {"autoqra", "lora16", "base"}
     assert (out / "b4/paper_figures/fig2_pareto_micro.png").is_file() and (out / "study.json").is_file()
-    assert os.path.relpath(work, ROOT) in json.loads((out / "study.json").read_text())["runs"]["b3"]["dir"]
+    assert os.path.relpath(work, ROOT) in json.loads((out / "study.json").read_text())["runs"]["b2"]["dir"]
