@@ -1,6 +1,7 @@
-"""The whole micro pipeline killed with SIGKILL at several points and re-run, and run twice from
-scratch: no partial result file is ever visible, no finished evaluation is recomputed, and every
-plan, record and score equals those of an uninterrupted run (timing fields aside)."""
+"""The whole micro pipeline run a second time from scratch (its own cache), killed with SIGKILL at
+several points and resumed: no partial result file is ever visible, no finished evaluation is
+recomputed, and every plan, record and score equals those of the uninterrupted first run (timing
+fields aside), which is also the check that two runs with the same seed are identical."""
 
 import csv
 import hashlib
@@ -172,15 +173,10 @@ def test_killed_at_many_points_resumes_to_the_same_results(tmp_path, micro_run):
         assert hashlib.sha256(p.read_bytes()).hexdigest() == sha
     dry = snakemake(work, "-n", "--configfile", str(MICRO))
     assert "Nothing to be done" in dry.stdout + dry.stderr
+    # a second, independent run with the same seed (killed and resumed, most of it computed afresh)
+    # equals the uninterrupted one: this is also the determinism check (a separate clean second run
+    # cost CI one more micro pipeline and checked the same thing)
+    assert len(result_files(work)) > 150
     diffs = differences(micro_run, work)
     assert not diffs, "\n".join(diffs[:30])
     print(f"kills survived: {len(kills)}: {kills}; finished evaluations kept: {len(done)}")
-
-
-def test_two_runs_with_the_same_seed_are_identical(tmp_path, micro_run):
-    res = snakemake(tmp_path, "--configfile", str(MICRO))
-    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
-    n = len(result_files(tmp_path))
-    diffs = differences(micro_run, tmp_path)
-    assert not diffs, "\n".join(diffs[:30])
-    assert n > 150
