@@ -39,7 +39,8 @@ from autoqra.memory import GB
 
 DEFAULT_STUDY = {"budgets": {"b3": {"type": "uniform", "bits": 3, "rank": 8},
                              "b4": {"type": "uniform", "bits": 4, "rank": 8}},
-                 "shared_methods": [], "work_dir": "results/study", "out_dir": "benchmarks/results/study"}
+                 "shared_methods": [], "ablation_budgets": None, "work_dir": "results/study",
+                 "out_dir": "benchmarks/results/study"}
 
 
 def study_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -52,6 +53,11 @@ def study_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     unknown = [m for m in st["shared_methods"] if m not in cfg["methods"]]
     if unknown:
         raise ConfigError(f"config key 'study.shared_methods': {unknown} are not methods (methods: {sorted(cfg['methods'])})")
+    if st["ablation_budgets"] is None:
+        st["ablation_budgets"] = list(st["budgets"])
+    stray = [b for b in st["ablation_budgets"] if b not in st["budgets"]]
+    if stray:
+        raise ConfigError(f"config key 'study.ablation_budgets': {stray} are not budgets (budgets: {list(st['budgets'])})")
     bad = [m for m in st["shared_methods"] if cfg["methods"][m]["plan"] not in ("uniform", "base")]
     if bad:
         raise ConfigError(f"config key 'study.shared_methods': {bad} have budget-dependent plans; only uniform and "
@@ -60,8 +66,9 @@ def study_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def budget_configs(cfg: Mapping[str, Any], root: Path) -> dict[str, dict[str, Any]]:
-    """One pipeline config per budget: the study config with that budget, the shared cache (absolute)
-    and, after the first budget, without the shared methods."""
+    """One pipeline config per budget: the study config with that budget, the shared cache (absolute),
+    after the first budget without the shared methods, and outside ``study.ablation_budgets``
+    without the ablations (and the search variants only they use)."""
     st = study_settings(cfg)
     cache = str((root / st["work_dir"] / "cache").resolve())
     out = {}
@@ -71,6 +78,10 @@ def budget_configs(cfg: Mapping[str, Any], root: Path) -> dict[str, dict[str, An
         c["budget"] = dict(budget)
         if i > 0:
             c["methods"] = {m: s for m, s in cfg["methods"].items() if m not in st["shared_methods"]}
+        if name not in st["ablation_budgets"]:
+            c["methods"] = {m: s for m, s in c["methods"].items() if s.get("group") != "ablation"}
+            used = {s["variant"] for s in c["methods"].values() if s.get("plan") == "search"}
+            c["search"] = {**c["search"], "variants": {v: s for v, s in c["search"]["variants"].items() if v in used}}
         out[name] = c
     return out
 

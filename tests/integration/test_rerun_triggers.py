@@ -37,7 +37,7 @@ def done(tmp_path_factory):
 
 def test_relabelling_one_method_reruns_only_its_summary_and_paper_jobs(done):
     work, config = done
-    config["methods"]["hqq4"]["label"] = "HQQ four-bit"
+    config["methods"]["qlora_nf4"]["label"] = "QLoRA four-bit"
     (work / "relabelled.yaml").write_text(yaml.safe_dump(config))
     res = snakemake(work, "-n", "--configfile", str(work / "relabelled.yaml"))
     assert res.returncode == 0, res.stderr[-3000:]

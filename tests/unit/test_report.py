@@ -383,3 +383,14 @@ def test_report_code_does_not_import_torch():
 
 def test_nan_safe_spearman():
     assert math.isnan(F.spearman([1.0, 2.0], [2.0, 1.0]))
+
+
+def test_table_efficiency_shows_no_training_for_the_untuned_base(results):
+    from autoqra.report.tables import table_efficiency
+
+    agg = read_aggregate(results["aggregate"])
+    base = agg[agg["method"] == "lora16"].assign(method="base", label="Base")
+    methods = {**METHODS, "base": {"group": "baseline", "label": "Base", "plan": "base"}}
+    t = table_efficiency(pd.concat([agg, base], ignore_index=True), methods, [MODEL]).set_index("Method")
+    assert t.loc["Base†", "Tokens/s"] == t.loc["Base†", "Train peak (GB)"] == t.loc["Base†", "Trainable params"] == "—"
+    assert t.loc["LoRA 16-bit†", "Tokens/s"] != "—"  # the same numbers under a trained method are shown

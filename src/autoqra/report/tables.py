@@ -202,15 +202,17 @@ def table_efficiency(agg: pd.DataFrame, methods: Mapping[str, Mapping],
         run = _run_row(agg, model, method)
         params = run["trainable_params"]
         quant = run.get("quantizers")
+        trained = methods.get(method, {}).get("plan") != "base"  # the untuned base never trains
+        train = (lambda x, d: fmt(x, d)) if trained else (lambda x, d: DASH)
         rows.append({"Model": model, "Method": _method_label(run),
                      "Quantizers": DASH if _missing(quant) else str(quant),
                      "M(C), paper (GB)": fmt(run["memory_gb_analytic"], 3),
                      "Stored: W+meta+LoRA (GB)": fmt(run["memory_gb_measured"], 3),
-                     "Train peak (GB)": fmt(run["peak_train_gb"], 3),
-                     "Train peak, predicted (GB)": fmt(run.get("peak_train_predicted_gb"), 3),
-                     "Trainable params": DASH if _missing(params) else f"{int(params):,}",
-                     "Tokens/s": fmt(run["tokens_per_s"], 1),
-                     "Train (s)": fmt(run["train_seconds"], 1)})
+                     "Train peak (GB)": train(run["peak_train_gb"], 3),
+                     "Train peak, predicted (GB)": train(run.get("peak_train_predicted_gb"), 3),
+                     "Trainable params": DASH if _missing(params) or not trained else f"{int(params):,}",
+                     "Tokens/s": train(run["tokens_per_s"], 1),
+                     "Train (s)": train(run["train_seconds"], 1)})
     return pd.DataFrame(rows)
 
 

@@ -1,0 +1,45 @@
+"""`autoqra study`'s per-budget configs, without running anything: shared methods only in the first
+budget, ablations (and the search variants only they use) only in study.ablation_budgets."""
+
+import pytest
+import yaml
+
+from autoqra.config import REPO_ROOT, validate_config
+from autoqra.errors import ConfigError
+from autoqra.study import budget_configs, study_settings
+
+STUDY = REPO_ROOT / "config" / "study.yaml"
+
+
+def study_cfg(**study):
+    cfg = yaml.safe_load(STUDY.read_text())
+    cfg["study"] = {**cfg["study"], **study}
+    return validate_config(cfg, base_dir=REPO_ROOT)
+
+
+def test_ablations_run_only_in_their_budgets(tmp_path):
+    cfgs = budget_configs(study_cfg(ablation_budgets=["b4"]), tmp_path)
+    b3, b4 = cfgs["b3"], cfgs["b4"]
+    ablations = {m for m, s in b4["methods"].items() if s.get("group") == "ablation"}
+    assert {"no_stage2", "no_warm_start", "no_coupling", "no_perf_model", "single_fidelity", "no_importance"} == ablations
+    assert not {m for m, s in b3["methods"].items() if s.get("group") == "ablation"}
+    assert set(b3["search"]["variants"]) == {"autoqra"}  # what AutoQRA itself and the random search's cost need
+    assert set(b4["search"]["variants"]) == set(yaml.safe_load(STUDY.read_text())["search"]["variants"])
+    # the shared baselines run in the first budget only; both budgets keep AutoQRA and random search
+    assert "lora16" in b3["methods"] and "lora16" not in b4["methods"]
+    assert {"autoqra", "random"} <= set(b3["methods"]) & set(b4["methods"])
+    for c in (b3, b4):  # each per-budget config is itself a valid pipeline config
+        validate_config(c, base_dir=REPO_ROOT)
+
+
+def test_every_budget_runs_the_ablations_by_default(tmp_path):
+    cfg = study_cfg()
+    cfg["study"].pop("ablation_budgets", None)
+    cfgs = budget_configs(cfg, tmp_path)
+    assert all("no_warm_start" in c["methods"] for c in cfgs.values())
+
+
+def test_unknown_ablation_budget_is_refused():
+    cfg = study_cfg(ablation_budgets=["b5"])
+    with pytest.raises(ConfigError, match=r"'study.ablation_budgets': \['b5'\] are not budgets"):
+        study_settings(cfg)
