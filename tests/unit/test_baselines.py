@@ -49,7 +49,8 @@ def test_uniform_qlora_nf4_is_in_autoqras_space_under_the_default_map(tmp_path):
     g = space.from_plan(plan)
     assert (g == space.uniform(4, spec["rank"])).all() and space.feasible(g) and space.to_plan(g) == plan
     # the HQQ 4-bit baseline is not a point of that space (its 4-bit rung is NF4)
-    hqq4 = method_plan(cfg["methods"]["hqq4"], tmp_path / "m", space_cfg, tmp_path / "budget.json", None, None,
+    hqq4_spec = {"plan": "uniform", "bits": 4, "rank": 8, "quantizer": "hqq"}  # as in config/study.yaml
+    hqq4 = method_plan(hqq4_spec, tmp_path / "m", space_cfg, tmp_path / "budget.json", None, None,
                        tmp_path / "hqq4.json", method="hqq4")
     assert not hqq4.meta["in_search_space"] and not space.contains(hqq4)
 
