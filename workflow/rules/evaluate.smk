@@ -18,6 +18,7 @@ rule lm_eval:
         task_dir=LM_EVAL_TASK_DIR,
         cache_dir=config["cache_dir"],
         work_dir=lambda wc: f"results/lm_eval/{wc.model}/{wc.method}/s{wc.seed}.work",
+    priority: 1  # before methods_hf (figures only): the last method's chain ends the run
     log:
         "results/logs/lm_eval/{model}/{method}/s{seed}.log",
     benchmark:
