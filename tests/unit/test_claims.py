@@ -1,11 +1,10 @@
 """Table 5 (the claims table) from hand-made summaries and search records (no torch, no pipeline)."""
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from result_files import write
 
 from autoqra.report.claim_stats import evaluations_to_target, first_hit_distribution, spearman_ci
 from autoqra.report.claims import FAILS, HOLDS, OPEN, write_claims
@@ -16,15 +15,6 @@ METHODS = {"autoqra": {"plan": "search", "group": "autoqra"},
            "hqq4": {"plan": "uniform", "bits": 4, "rank": 8, "quantizer": "hqq", "group": "baseline"},
            "hqq2": {"plan": "uniform", "bits": 2, "rank": 8, "quantizer": "hqq", "group": "baseline"},
            "random": {"plan": "random", "group": "baseline"}}
-
-
-def write(path: Path, obj) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(obj, pd.DataFrame):
-        obj.to_csv(path, sep="\t", index=False)
-    else:
-        path.write_text(json.dumps(obj))
-    return str(path)
 
 
 def unc_row(method, task, metric, mean, delta=None, lo=None, hi=None):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from result_files import write
 
 from autoqra.report import figures as F
 from autoqra.report import paper_targets
@@ -31,15 +32,6 @@ METHODS = {  # config order: a baseline first, to check that AutoQRA still leads
     "lora16": {"group": "baseline", "label": "LoRA 16-bit"},
     "no_stage2": {"group": "ablation", "label": "w/o Stage 2"},
 }
-
-
-def write(path: Path, obj) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(obj, pd.DataFrame):
-        obj.to_csv(path, sep="\t", index=False)
-    else:
-        path.write_text(json.dumps(obj))
-    return str(path)
 
 
 def aggregate_rows():
@@ -306,7 +298,6 @@ def test_fig3_curves_and_missing_optional(results):
 def test_fig3_x_axis_is_the_cost_in_hf_equivalents(results, tmp_path):
     """With the costs recorded (history cost_curve, summaries' cost): AutoQRA's curve runs over its
     LF + HF cost, the equal-cost searchers end at their total, the picks' held-out scores are marked."""
-    import json
 
     hist = json.loads(Path(results["history"]).read_text())
     hist["cost_curve"] = [{"cost": c, "best_score": b} for c, b in
