@@ -203,7 +203,7 @@ def table_efficiency(agg: pd.DataFrame, methods: Mapping[str, Mapping],
         params = run["trainable_params"]
         quant = run.get("quantizers")
         trained = methods.get(method, {}).get("plan") != "base"  # the untuned base never trains
-        train = (lambda x, d: fmt(x, d)) if trained else (lambda x, d: DASH)
+        train = fmt if trained else (lambda *_: DASH)
         rows.append({"Model": model, "Method": _method_label(run),
                      "Quantizers": DASH if _missing(quant) else str(quant),
                      "M(C), paper (GB)": fmt(run["memory_gb_analytic"], 3),
