@@ -6,8 +6,9 @@ accounting as AutoQRA:
 - ``sequential``: quantization first, adapters second — mixed bits allocated from the raw ``I_q``
   (JSD in nats, its damage model's own units) under the budget (greedy upgrades by expected damage
   reduction per byte), then one uniform rank;
-- ``random``: feasible plans drawn uniformly from the ladders (rejection sampling, so the
-  distribution is not shaped by any prior), the best chosen by the same utility as AutoQRA.
+- ``random``: plans drawn uniformly from the feasible ones (rejection sampling from the ladders, or
+  where the budget is too tight for that, by counting: ``FeasibleCounter``), so the distribution is
+  not shaped by any prior; the best chosen by the same utility as AutoQRA.
 
 Pure numpy; no I/O.
 """
@@ -77,16 +78,79 @@ def sequential_genome(space: SearchSpace, iq_raw: np.ndarray, rank: int) -> Geno
 
 
 def random_genomes(space: SearchSpace, n: int, rng: np.random.Generator, max_tries: int = 100_000) -> list[Genome]:
-    """``n`` distinct feasible genomes, each block's bits and rank drawn uniformly from the ladders."""
+    """``n`` distinct feasible genomes drawn uniformly from the feasible plans (no prior shapes the draw).
+
+    First plain rejection sampling (each block's bits and rank uniform on the ladders, keep what fits);
+    where the budget is tight that accepts almost nothing (the study's b3, halfway between uniform 2-
+    and 4-bit, admits ~1 in 10^5 of SmolLM2's plans), so the remaining draws come from
+    ``counted_feasible_genome``, which is uniform over the same set. Both are exact, so the switch
+    changes only the cost of the draw, not its distribution.
+    """
     out: dict[bytes, Genome] = {}
-    for _ in range(max_tries):
+    tries = min(max_tries, 1000 * n)
+    for _ in range(tries):
         if len(out) == n:
             break
         g = np.stack([rng.integers(0, len(space.bits), space.n_blocks),
                       rng.integers(0, len(space.ranks), space.n_blocks)]).astype(np.int64)
         if space.feasible(g):
             out.setdefault(space.key(g), g)
+    counter = FeasibleCounter(space) if len(out) < n else None
+    for _ in range(max_tries):
+        if len(out) == n or counter is None or counter.log_count == -np.inf:
+            break
+        g = counter.draw(rng)
+        if space.feasible(g):
+            out.setdefault(space.key(g), g)
     if len(out) < n:
-        raise ValueError(f"random search: found only {len(out)} of {n} feasible plans in {max_tries} draws; "
-                         f"the budget admits too few plans for uniform sampling")
+        raise ValueError(f"random search: found only {len(out)} of {n} feasible plans (the budget admits too few "
+                         f"distinct plans; at most ~{counter.count_estimate() if counter else 0:.3g})")
     return list(out.values())
+
+
+class FeasibleCounter:
+    """Uniform draws from the plans whose memory fits the budget, by counting (a knapsack DP).
+
+    Block costs are measured in units of budget / ``bins``, rounded DOWN, so every plan that fits
+    in bytes also fits in units: the DP counts a superset S of the feasible set F (it adds only
+    plans within ``n_blocks`` units of the budget). ``draw`` returns a plan uniform on S: block by
+    block, each option with probability (ways to complete the rest in the remaining units) / (ways
+    from here); rejecting the draws outside F (the caller's exact ``feasible``) leaves a plan
+    uniform on F. Counts are kept as logs (12^30 plans overflow nothing then).
+    """
+
+    def __init__(self, space: SearchSpace, bins: int | None = None):
+        n, nb, nr = space.cost.shape
+        self.n_ranks = nr
+        self.bins = bins or max(4096, 64 * n)
+        unit = space.budget * (1 + 1e-12) / self.bins
+        self.units = np.floor(space.cost.reshape(n, nb * nr) / unit).astype(np.int64)  # (blocks, options)
+        log_ways = np.full((n + 1, self.bins + 1), -np.inf)
+        log_ways[n] = 0.0  # the empty rest fits in any m >= 0 units in exactly one way
+        for k in range(n - 1, -1, -1):
+            log_ways[k] = np.logaddexp.reduce(np.stack([self._shifted(log_ways[k + 1], u) for u in self.units[k]]), axis=0)
+        self.log_ways = log_ways
+        self.log_count = float(log_ways[0, self.bins])
+
+    @staticmethod
+    def _shifted(row: np.ndarray, u: int) -> np.ndarray:
+        """``row[m - u]`` for every m (−inf where m < u)."""
+        out = np.full_like(row, -np.inf)
+        if u < len(row):
+            out[u:] = row[: len(row) - u]
+        return out
+
+    def count_estimate(self) -> float:
+        """|S|, an upper bound on the number of feasible plans."""
+        return float(np.exp(self.log_count)) if self.log_count > -np.inf else 0.0
+
+    def draw(self, rng: np.random.Generator) -> Genome:
+        n = self.units.shape[0]
+        g, m = np.zeros((2, n), np.int64), self.bins
+        for k in range(n):
+            rest = np.array([self.log_ways[k + 1, m - u] if u <= m else -np.inf for u in self.units[k]])
+            p = np.exp(rest - self.log_ways[k, m])
+            o = int(rng.choice(len(p), p=p / p.sum()))
+            g[:, k] = divmod(o, self.n_ranks)
+            m -= int(self.units[k, o])
+        return g

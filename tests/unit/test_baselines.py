@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from autoqra.baselines import random_genomes, sequential_genome, uniform_plan
+from autoqra.baselines import FeasibleCounter, random_genomes, sequential_genome, uniform_plan
 from autoqra.errors import ConfigError
 from autoqra.memory import MemoryModel, ModelShape
 from autoqra.plan import Plan
@@ -116,6 +116,45 @@ def test_random_genomes_feasible_distinct_and_seeded():
     tight = SearchSpace.from_memory_model(MM, (2, 3, 4, 8), (4, 8, 16), SPACE.min_memory())
     with pytest.raises(ValueError, match="feasible plans"):
         random_genomes(tight, 2, np.random.default_rng(0), max_tries=200)
+
+
+def test_counted_draws_are_uniform_over_the_feasible_plans():
+    """On a space small enough to enumerate (4 blocks, unequal costs, 3 x 2 options each: 1296 plans),
+    the counter's draws, after the exact feasibility check, hit every feasible plan about equally often
+    and nothing else; its count bounds the feasible set from above."""
+    import itertools
+
+    rng = np.random.default_rng(0)
+    cost = rng.uniform(1.0, 10.0, (4, 3, 2)) * np.array([1.0, 2.0, 3.0])[None, :, None]
+    space = SearchSpace((2, 4, 8), (4, 8), cost, budget=40.0)
+    plans = [np.array(list(zip(*opts, strict=True))) for opts in
+             itertools.product(itertools.product(range(3), range(2)), repeat=4)]
+    feasible = {space.key(g) for g in plans if space.feasible(g)}
+    assert 50 < len(feasible) < 1000  # the budget binds
+    counter = FeasibleCounter(space, bins=64)
+    assert len(feasible) <= counter.count_estimate() < 1.3 * len(feasible)
+    hits: dict[bytes, int] = {}
+    for _ in range(40 * len(feasible)):
+        g = counter.draw(rng)
+        if space.feasible(g):
+            hits[space.key(g)] = hits.get(space.key(g), 0) + 1
+    assert set(hits) == feasible
+    counts = np.array(list(hits.values()))
+    chi2 = ((counts - counts.mean()) ** 2 / counts.mean()).sum()  # ~ chi2(df = |F| - 1) if uniform
+    df = len(feasible) - 1
+    assert abs(chi2 - df) < 5 * np.sqrt(2 * df)
+
+
+def test_random_search_in_a_tight_budget():
+    """Where rejection from the ladders accepts ~nothing (the study's b3 on SmolLM2 accepted 1 in 10^5),
+    the counted draws still give distinct feasible plans, with low bits but every rung present."""
+    lo, hi = (MM.plan_bytes(Plan.uniform(30, b, 8)) for b in (2, 4))
+    tight = SearchSpace.from_memory_model(MM, (2, 3, 4, 8), (4, 8, 16), (lo + hi) / 2)
+    gs = random_genomes(tight, 16, np.random.default_rng(0))
+    assert len({tight.key(g) for g in gs}) == 16 and all(tight.feasible(g) for g in gs)
+    assert set(np.concatenate([g[0] for g in gs]).tolist()) == {0, 1, 2, 3}
+    assert all(tight.memory(g) > 0.9 * tight.budget for g in gs)  # uniform on F: most plans sit near the budget
+    assert all((x == y).all() for x, y in zip(gs, random_genomes(tight, 16, np.random.default_rng(0)), strict=True))
 
 
 def test_random_search_picks_like_autoqra(tmp_path):
