@@ -93,8 +93,14 @@ def run_study(config_path: str | os.PathLike, *, cores: int = 2, root: str | os.
     root = Path(root).resolve()
     cfg = validate_config(load_yaml(config_path), base_dir=root)
     st = study_settings(cfg)
+    configs = budget_configs(cfg, root)
+    for name, c in configs.items():  # every budget's config, before the first (hour-long) run starts
+        try:
+            validate_config(c, base_dir=root)
+        except ConfigError as e:
+            raise ConfigError(f"config key 'study.budgets.{name}' gives an invalid pipeline config: {e}") from None
     runs = {}
-    for name, c in budget_configs(cfg, root).items():
+    for name, c in configs.items():
         work = root / st["work_dir"] / name
         work.mkdir(parents=True, exist_ok=True)
         cfg_file = work / "config.yaml"

@@ -65,3 +65,16 @@ def test_study_json_commands_name_repository_paths_relatively():
     assert _shown(str(REPO_ROOT / "Snakefile")) == "Snakefile"
     assert _shown(str(REPO_ROOT / "results/study/b3/config.yaml")) == "results/study/b3/config.yaml"
     assert _shown("/elsewhere/work") == "/elsewhere/work" and _shown("--cores") == "--cores"
+
+
+def test_a_bad_budget_is_refused_before_any_run(tmp_path):
+    from autoqra.study import run_study
+
+    cfg = yaml.safe_load(STUDY.read_text())
+    cfg["study"]["budgets"]["b4"] = {"type": "between", "low_bits": 2}  # no high_bits; b3 (first) is fine
+    cfg["study"]["work_dir"] = str(tmp_path / "work")
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match=r"'study.budgets.b4' .*'budget.high_bits': required when budget.type is 'between'"):
+        run_study(path, root=REPO_ROOT)
+    assert not (tmp_path / "work").exists()  # nothing ran, not even the first budget
