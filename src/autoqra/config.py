@@ -116,8 +116,18 @@ def check_semantics(cfg: dict, base_dir: Path) -> None:
     bud = cfg["budget"]
     if bud["type"] in ("bytes", "gb") and "value" not in bud:
         raise ConfigError(f"config key 'budget.value': required when budget.type is '{bud['type']}'")
-    if bud["type"] == "uniform" and "value" in bud:
+    if bud["type"] in ("uniform", "between") and "value" in bud:
         raise ConfigError("config key 'budget.value': only allowed with budget.type 'bytes' or 'gb'")
+    between_keys = {"low_bits", "high_bits", "fraction"} & set(bud)
+    if bud["type"] == "between":
+        for k in ("low_bits", "high_bits"):
+            if k not in bud:
+                raise ConfigError(f"config key 'budget.{k}': required when budget.type is 'between'")
+        if bud["low_bits"] >= bud["high_bits"]:
+            raise ConfigError(f"config key 'budget.low_bits': {bud['low_bits']} must be below budget.high_bits "
+                              f"({bud['high_bits']})")
+    elif between_keys:
+        raise ConfigError(f"config key 'budget.{sorted(between_keys)[0]}': only allowed with budget.type 'between'")
     if "quantizer" in bud:
         if bud["type"] != "uniform":
             raise ConfigError("config key 'budget.quantizer': only allowed with budget.type 'uniform'")
@@ -158,7 +168,8 @@ def check_semantics(cfg: dict, base_dir: Path) -> None:
             continue
         shape = ModelShape.from_config(hf_cfg, source=key)
         mm = space_memory_model(shape, space)
-        errors = mm.layout_errors(sorted(set(ladders.bits) | {bud["bits"]}))
+        errors = mm.layout_errors(sorted(set(ladders.bits) | {bud["bits"]} |
+                                         {bud[k] for k in ("low_bits", "high_bits") if k in bud}))
         if errors:
             raise ConfigError(f"config key 'search_space.group_size': HQQ cannot store {key}'s projections with "
                               f"group size {space['group_size']} and axis {space['hqq_axis']}: {errors[0]}")

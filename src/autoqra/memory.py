@@ -279,6 +279,9 @@ def resolve_budget(spec: Mapping, mm: MemoryModel, ladders: Ladders | None = Non
 
     spec: {"type": "uniform", "bits": 4, "rank": 8} (default: uniform 4-bit at rank 8, stored by the map's
     quantizer for those bits unless the spec names a "quantizer"), or
+    {"type": "between", "low_bits": 2, "high_bits": 4, "fraction": 0.5, "rank": 8}: that fraction of the
+    way from the uniform low-bit plan's M(C) to the uniform high-bit plan's (each stored by the map's
+    quantizer), a budget between two uniform plans on any model's shapes, or
     {"type": "bytes", "value": N} / {"type": "gb", "value": x} for the whole model (fixed part included).
     """
     kind = spec.get("type", "uniform")
@@ -288,11 +291,20 @@ def resolve_budget(spec: Mapping, mm: MemoryModel, ladders: Ladders | None = Non
         check_quantizer(q, bits, where=f"config key '{key}.quantizer'")
         b = mm.plan_bytes(mm.uniform(bits, rank, q))
         budget = Budget(b, f"uniform {bits}-bit ({q}) at rank {rank}")
+    elif kind == "between":
+        lo_bits, hi_bits, rank = int(spec["low_bits"]), int(spec["high_bits"]), int(spec.get("rank", 8))
+        frac = float(spec.get("fraction", 0.5))
+        if not (lo_bits < hi_bits and 0.0 <= frac <= 1.0):
+            raise ConfigError(f"config key '{key}': type 'between' needs low_bits < high_bits and 0 <= fraction <= 1, "
+                              f"got low_bits {lo_bits}, high_bits {hi_bits}, fraction {frac}")
+        lo, hi = (mm.plan_bytes(mm.uniform(b, rank, mm.quantizers[b])) for b in (lo_bits, hi_bits))
+        budget = Budget(lo + frac * (hi - lo), f"{frac:g} of the way from uniform {lo_bits}-bit "
+                        f"({mm.quantizers[lo_bits]}) to uniform {hi_bits}-bit ({mm.quantizers[hi_bits]}) at rank {rank}")
     elif kind in ("bytes", "gb"):
         total = float(spec["value"]) * (GB if kind == "gb" else 1.0)
         budget = Budget(total - mm.fixed_bytes, f"{spec['value']} {'GB' if kind == 'gb' else 'bytes'} in total")
     else:
-        raise ConfigError(f"config key '{key}.type': '{kind}' unknown; expected 'uniform', 'bytes' or 'gb'")
+        raise ConfigError(f"config key '{key}.type': '{kind}' unknown; expected 'uniform', 'between', 'bytes' or 'gb'")
     if ladders is not None:
         lo = mm.min_plan_bytes(ladders)
         if budget.plan_bytes < lo:

@@ -13,8 +13,9 @@ seeds and settings, so they are the same runs).
 
 Combine outputs, per budget ``<name>`` (e.g. ``b3``): ``<name>/`` (a copy of that run's
 paper_figures: every table and figure), and at the top level ``table1_main``, ``table3_ablations``
-and ``table5_claims`` (.csv/.tex) over all budgets (``Model`` column = "model @ budget"),
-``uncertainty.tsv`` and ``study.json`` (wall time per run, commands, budgets).
+and ``table5_claims`` (.csv/.tex/.md) over all budgets (``Model`` column = "model @ budget"),
+``uncertainty.tsv`` and ``study.json`` (wall time per run, commands, budgets; ``--combine-only``
+keeps the wall times a previous full run measured).
 """
 
 from __future__ import annotations
@@ -92,8 +93,14 @@ def run_study(config_path: str | os.PathLike, *, cores: int = 2, root: str | os.
     root = Path(root).resolve()
     cfg = validate_config(load_yaml(config_path), base_dir=root)
     st = study_settings(cfg)
+    configs = budget_configs(cfg, root)
+    for name, c in configs.items():  # every budget's config, before the first (hour-long) run starts
+        try:
+            validate_config(c, base_dir=root)
+        except ConfigError as e:
+            raise ConfigError(f"config key 'study.budgets.{name}' gives an invalid pipeline config: {e}") from None
     runs = {}
-    for name, c in budget_configs(cfg, root).items():
+    for name, c in configs.items():
         work = root / st["work_dir"] / name
         work.mkdir(parents=True, exist_ok=True)
         cfg_file = work / "config.yaml"
@@ -106,9 +113,29 @@ def run_study(config_path: str | os.PathLike, *, cores: int = 2, root: str | os.
             if res.returncode != 0:
                 raise RuntimeError(f"study: the pipeline for budget {name!r} failed (exit {res.returncode}); "
                                    f"log under {work}/.snakemake/log; re-run the same command to resume")
-        runs[name] = {"dir": str(work), "budget": c["budget"], "command": cmd,
+        runs[name] = {"dir": str(work), "budget": c["budget"], "command": [_shown(a) for a in cmd],
                       "wall_seconds": None if combine_only else time.perf_counter() - t0}
     return combine(runs, cfg, root / st["out_dir"], shared=st["shared_methods"])
+
+
+def _shown(arg: str) -> str:
+    """A command argument as study.json records it: paths inside the repository relative to it (the
+    committed study.json then names no machine's directories)."""
+    p = Path(arg)
+    if p.is_absolute() and p.resolve().is_relative_to(REPO_ROOT):
+        return os.path.relpath(p, REPO_ROOT)
+    return arg
+
+
+def kept_wall_times(runs: Mapping[str, Mapping[str, Any]], previous: Path) -> dict[str, dict[str, Any]]:
+    """``runs`` with each wall time that this invocation did not measure (``--combine-only``) taken from
+    the ``study.json`` a previous invocation wrote, so redrawing the tables never erases the measured times."""
+    try:
+        old = json.loads(previous.read_text())["runs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        old = {}
+    return {name: {**r, "wall_seconds": r["wall_seconds"] if r["wall_seconds"] is not None
+                   else (old.get(name) or {}).get("wall_seconds")} for name, r in runs.items()}
 
 
 def _pooled(dirs: Mapping[str, Path], name: str, first: str, shared: Sequence[str], table: str) -> pd.DataFrame:
@@ -132,7 +159,7 @@ def combine(runs: Mapping[str, Mapping[str, Any]], cfg: Mapping[str, Any], out_d
     from autoqra.pipeline.summarize import references
     from autoqra.report.claims import claim_rows_from_dir, claims_frame
     from autoqra.report.load import read_aggregate
-    from autoqra.report.tables import table_ablations, table_main, write_table
+    from autoqra.report.tables import markdown_table, table_ablations, table_main, write_table
     from autoqra.report.uncertainty import bootstrap_all
 
     out = Path(out_dir)
@@ -162,7 +189,9 @@ def combine(runs: Mapping[str, Mapping[str, Any]], cfg: Mapping[str, Any], out_d
     for stem, df in (("table1_main", pd.concat(t1, ignore_index=True)),
                      ("table3_ablations", pd.concat(t3, ignore_index=True)), ("table5_claims", claims_frame(t5))):
         write_table(df, out / f"{stem}.csv", out / f"{stem}.tex")
+        atomic_write_text(out / f"{stem}.md", markdown_table(df))
     pd.concat(uncs, ignore_index=True).to_csv(out / "uncertainty.tsv", sep="\t", index=False, float_format="%.6g")
+    runs = kept_wall_times(runs, out / "study.json")
     summary = {"runs": {k: {**v, "dir": os.path.relpath(v["dir"], REPO_ROOT)} for k, v in runs.items()},
                "shared_methods": list(shared), "models": models, "methods": sorted(methods),
                "total_wall_seconds": sum(r["wall_seconds"] or 0.0 for r in runs.values())}

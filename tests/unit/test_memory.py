@@ -27,6 +27,13 @@ QWEN3_4B = {  # Qwen/Qwen3-4B config.json (relevant keys)
 }
 
 
+SMOLLM2_135M = {  # HuggingFaceTB/SmolLM2-135M-Instruct config.json (relevant keys): the default model
+    "model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+    "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152,
+    "tie_word_embeddings": True, "attention_bias": False, "mlp_bias": False,
+}
+
+
 def test_llama3_8b_shapes_gqa():
     s = ModelShape.from_config(LLAMA3_8B)
     shapes = {p.name: (p.in_features, p.out_features) for p in s.projections()}
@@ -175,3 +182,24 @@ def test_breakdown_and_from_path(tmp_path):
     assert bd["trainable_params"] == 36 * 57_344 * 8
     with pytest.raises(PlanError, match="35 blocks, the model has 36"):
         mm.breakdown(Plan.uniform(35, 4, 8))
+
+
+def test_between_budget_and_the_study_b3_bytes():
+    """config/study.yaml's b3 (a byte count) is exactly 'halfway between uniform 2- and 4-bit' on SmolLM2."""
+    import yaml
+
+    from autoqra.config import REPO_ROOT
+
+    study = yaml.safe_load((REPO_ROOT / "config/study.yaml").read_text())
+    space = study["search_space"]
+    mm = MemoryModel(ModelShape.from_config(SMOLLM2_135M), space["quantizers"], space["group_size"], space["hqq_axis"])
+    ladders = Ladders(tuple(space["bits"]), tuple(space["ranks"]))
+    lo, hi = (resolve_budget({"type": "uniform", "bits": b, "rank": 8}, mm, ladders).plan_bytes for b in (2, 4))
+    assert (lo, hi) == (38_062_080, 59_654_520) and mm.fixed_bytes == 56_693_376
+    half = resolve_budget({"type": "between", "low_bits": 2, "high_bits": 4, "rank": 8}, mm, ladders)
+    assert half.plan_bytes == (lo + hi) / 2 == resolve_budget(study["study"]["budgets"]["b3"], mm, ladders).plan_bytes
+    assert half.description == "0.5 of the way from uniform 2-bit (hqq) to uniform 4-bit (nf4) at rank 8"
+    quarter = resolve_budget({"type": "between", "low_bits": 2, "high_bits": 4, "fraction": 0.25}, mm, ladders)
+    assert quarter.plan_bytes == lo + (hi - lo) / 4
+    with pytest.raises(ConfigError, match="low_bits < high_bits"):
+        resolve_budget({"type": "between", "low_bits": 4, "high_bits": 2}, mm, ladders)

@@ -17,6 +17,7 @@ from autoqra.report.load import ReportInputError, read_aggregate
 from autoqra.report.tables import (
     latex_escape,
     latex_tabular,
+    markdown_table,
     mean_std,
     table_ablations,
     table_main,
@@ -194,6 +195,12 @@ def test_latex_tabular_groups_models():
     df = pd.DataFrame({"Model": ["a", "a", "b"], "Method": ["x", "y", "x"], "Score": ["1", "2", "3"]})
     body = latex_tabular(df).splitlines()
     assert body[5:10] == [r"a & x & 1 \\", r" & y & 2 \\", r"\midrule", r"b & x & 3 \\", r"\bottomrule"]
+
+
+def test_markdown_table_aligns_numbers_and_escapes_pipes():
+    df = pd.DataFrame({"Claim": ["a | b", "c"], "n": [3, 4], "Ours": ["1.0 [0.5, 1.5]", None]})
+    assert markdown_table(df).splitlines() == ["| Claim | n | Ours |", "| --- | ---: | --- |",
+                                               "| a \\| b | 3 | 1.0 [0.5, 1.5] |", "| c | 4 |  |"]
 
 
 def test_reader_names_missing_columns(tmp_path):

@@ -1,6 +1,8 @@
 """`autoqra study`'s per-budget configs, without running anything: shared methods only in the first
 budget, ablations (and the search variants only they use) only in study.ablation_budgets."""
 
+import json
+
 import pytest
 import yaml
 
@@ -43,3 +45,36 @@ def test_unknown_ablation_budget_is_refused():
     cfg = study_cfg(ablation_budgets=["b5"])
     with pytest.raises(ConfigError, match=r"'study.ablation_budgets': \['b5'\] are not budgets"):
         study_settings(cfg)
+
+
+def test_combine_only_keeps_the_measured_wall_times(tmp_path):
+    from autoqra.study import kept_wall_times
+
+    prev = tmp_path / "study.json"
+    prev.write_text(json.dumps({"runs": {"b3": {"wall_seconds": 4000.0}, "b4": {"wall_seconds": 3000.0}}}))
+    runs = {"b3": {"dir": "x", "wall_seconds": None}, "b4": {"dir": "y", "wall_seconds": 12.5},
+            "b5": {"dir": "z", "wall_seconds": None}}
+    kept = kept_wall_times(runs, prev)
+    assert [kept[b]["wall_seconds"] for b in ("b3", "b4", "b5")] == [4000.0, 12.5, None]  # a new measurement wins
+    assert kept_wall_times(runs, tmp_path / "missing.json")["b3"]["wall_seconds"] is None
+
+
+def test_study_json_commands_name_repository_paths_relatively():
+    from autoqra.study import _shown
+
+    assert _shown(str(REPO_ROOT / "Snakefile")) == "Snakefile"
+    assert _shown(str(REPO_ROOT / "results/study/b3/config.yaml")) == "results/study/b3/config.yaml"
+    assert _shown("/elsewhere/work") == "/elsewhere/work" and _shown("--cores") == "--cores"
+
+
+def test_a_bad_budget_is_refused_before_any_run(tmp_path):
+    from autoqra.study import run_study
+
+    cfg = yaml.safe_load(STUDY.read_text())
+    cfg["study"]["budgets"]["b4"] = {"type": "between", "low_bits": 2}  # no high_bits; b3 (first) is fine
+    cfg["study"]["work_dir"] = str(tmp_path / "work")
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match=r"'study.budgets.b4' .*'budget.high_bits': required when budget.type is 'between'"):
+        run_study(path, root=REPO_ROOT)
+    assert not (tmp_path / "work").exists()  # nothing ran, not even the first budget

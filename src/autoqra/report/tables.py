@@ -107,6 +107,17 @@ def latex_tabular(df: pd.DataFrame, group_col: str | None = "Model", rules_befor
     return "\n".join(lines)
 
 
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (for READMEs): numeric columns right-aligned, the rest left-aligned,
+    ``|`` in cells escaped, missing values as empty cells."""
+    def cell(v) -> str:
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).replace("|", "\\|")
+
+    align = ["---:" if pd.api.types.is_numeric_dtype(df[c]) else "---" for c in df.columns]
+    rows = [[cell(c) for c in df.columns], align, *([cell(v) for v in row] for row in df.itertuples(index=False))]
+    return "\n".join("| " + " | ".join(r) + " |" for r in rows) + "\n"
+
+
 def _ordered_runs(agg: pd.DataFrame, methods: Mapping[str, Mapping], groups: Sequence[str],
                   models: Sequence[str] | None) -> list[tuple[str, str]]:
     """(model, method) pairs of ``groups``: models in ``models`` order, methods by group then config order."""
