@@ -83,7 +83,7 @@ def random_genomes(space: SearchSpace, n: int, rng: np.random.Generator, max_tri
     First plain rejection sampling (each block's bits and rank uniform on the ladders, keep what fits);
     where the budget is tight that accepts almost nothing (the study's b3, halfway between uniform 2-
     and 4-bit, admits ~1 in 10^5 of SmolLM2's plans), so the remaining draws come from
-    ``counted_feasible_genome``, which is uniform over the same set. Both are exact, so the switch
+    ``FeasibleCounter``, whose draws are uniform over the same set. Both are exact, so the switch
     changes only the cost of the draw, not its distribution.
     """
     out: dict[bytes, Genome] = {}

@@ -122,7 +122,7 @@ def _shown(arg: str) -> str:
     """A command argument as study.json records it: paths inside the repository relative to it (the
     committed study.json then names no machine's directories)."""
     p = Path(arg)
-    if p.is_absolute() and p.resolve().is_relative_to(REPO_ROOT):
+    if p.is_absolute() and p.is_relative_to(REPO_ROOT):  # not resolved: the venv's python links outside
         return os.path.relpath(p, REPO_ROOT)
     return arg
 
