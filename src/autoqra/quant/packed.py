@@ -90,22 +90,22 @@ def hqq_codes(weight: torch.Tensor, bits: int, group_size: int, axis: int) -> di
             "zero": meta["zero"].reshape(-1).half()}
 
 
-def quantize_meta(values: torch.Tensor, log: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_meta(values: torch.Tensor, log: bool, block: int = META_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 codes and per-block fp16 (offset, step) of a metadata vector (log2 domain if ``log``)."""
     v = values.float().reshape(-1)
     if log:
         v = torch.log2(v.abs().clamp_min(1e-30))
-    pad = -v.numel() % META_BLOCK
-    blocks = torch.cat([v, v[-1:].expand(pad)]).view(-1, META_BLOCK) if pad else v.view(-1, META_BLOCK)
+    pad = -v.numel() % block
+    blocks = torch.cat([v, v[-1:].expand(pad)]).view(-1, block) if pad else v.view(-1, block)
     lo = blocks.min(1).values.half()
     step = ((blocks.max(1).values - lo.float()) / 255).clamp_min(1e-7).half()
     q = torch.round((blocks - lo.float()[:, None]) / step.float()[:, None]).clamp_(0, 255)
     return q.to(torch.uint8).reshape(-1)[: v.numel()], torch.stack([lo, step], 1)
 
 
-def dequantize_meta(q: torch.Tensor, qmeta: torch.Tensor, log: bool) -> torch.Tensor:
+def dequantize_meta(q: torch.Tensor, qmeta: torch.Tensor, log: bool, block: int = META_BLOCK) -> torch.Tensor:
     """float32 metadata from :func:`quantize_meta`'s output."""
-    block = torch.arange(q.numel(), device=q.device) // META_BLOCK
+    block = torch.arange(q.numel(), device=q.device) // block
     qm = qmeta.float()
     v = qm[block, 0] + q.float() * qm[block, 1]
     return torch.exp2(v) if log else v
