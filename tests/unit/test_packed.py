@@ -13,7 +13,14 @@ from autoqra.models import prepare_model
 from autoqra.plan import PROJECTIONS, Plan, projection_module
 from autoqra.quant import BaseModel, build, load, save_adapter
 from autoqra.quant.backends import dequantized_weight, make_layer, quantize, stored_bytes
-from autoqra.quant.packed import PackedLinear, pack_codes, packed_nbytes, packed_state, unpack_codes, with_meta_bits
+from autoqra.quant.packed import (
+    PackedLinear,
+    pack_codes,
+    packed_nbytes,
+    packed_state,
+    unpack_codes,
+    with_meta_bits,
+)
 
 MICRO = {"source": "micro", "id": None, "revision": None, "micro": None}
 

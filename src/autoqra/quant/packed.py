@@ -32,13 +32,14 @@ def packed_nbytes(n: int, bits: int) -> int:
     return math.ceil(n / per) * nbytes
 
 
-def _shifts(bits: int, device: torch.device) -> torch.Tensor:
-    per = PACKING[bits][0]
-    return torch.arange(per, device=device, dtype=torch.int32) * bits
-
-
 def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """Pack integer codes in ``[0, 2**bits)`` (any shape, read flat) into a flat uint8 tensor."""
+    """Pack integer codes in ``[0, 2**bits)`` (any shape, read flat) into a flat uint8 tensor.
+
+    Planar layout: with ``per`` codes per word and ``m = ceil(n / per)`` words, word ``j`` holds codes
+    ``j, m + j, 2m + j, ...`` (code ``k·m + j`` at bit ``k·bits``); multi-byte words (3-bit) are stored
+    as byte planes (all low bytes, then the middle ones, then the high ones). Unpacking then writes
+    whole contiguous slices, which is what makes it as fast as HQQ's own unpacking.
+    """
     if bits not in PACKING:
         raise ValueError(f"cannot pack {bits}-bit codes; expected one of {sorted(PACKING)}")
     flat = codes.reshape(-1).to(torch.int32)
@@ -48,25 +49,28 @@ def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
     pad = -flat.numel() % per
     if pad:
         flat = torch.cat([flat, flat.new_zeros(pad)])
-    words = (flat.view(-1, per) << _shifts(bits, flat.device)).sum(1, dtype=torch.int32)
-    if nbytes == 1:
-        return words.to(torch.uint8)
-    byte_shifts = torch.arange(nbytes, device=flat.device, dtype=torch.int32) * 8
-    return ((words.unsqueeze(1) >> byte_shifts) & 0xFF).to(torch.uint8).reshape(-1)
+    shifts = torch.arange(per, device=flat.device, dtype=torch.int32)[:, None] * bits
+    words = (flat.view(per, -1) << shifts).sum(0, dtype=torch.int32)
+    byte_shifts = torch.arange(nbytes, device=flat.device, dtype=torch.int32)[:, None] * 8
+    return ((words[None, :] >> byte_shifts) & 0xFF).to(torch.uint8).reshape(-1)
 
 
-def unpack_codes(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
-    """The first ``n`` codes of a :func:`pack_codes` tensor, as uint8 (vectorised, no Python loop)."""
+def unpack_codes(packed: torch.Tensor, bits: int, n: int, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
+    """The first ``n`` codes of a :func:`pack_codes` tensor, as ``dtype`` (one vectorised op per code
+    slot of a word, never a loop over elements)."""
     per, nbytes = PACKING[bits]
-    mask = (1 << bits) - 1
     if bits == 8:
-        return packed[:n]
-    if nbytes == 1:  # shifts in uint8 directly
-        shifts = torch.arange(per, device=packed.device, dtype=torch.uint8) * bits
-        return ((packed.unsqueeze(1) >> shifts) & mask).reshape(-1)[:n]
-    b = packed.view(-1, nbytes).to(torch.int32)
-    words = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-    return ((words.unsqueeze(1) >> _shifts(bits, packed.device)) & mask).to(torch.uint8).reshape(-1)[:n]
+        return packed[:n].to(dtype)
+    if nbytes == 1:
+        words = packed
+    else:
+        b = packed.view(nbytes, -1)
+        words = b[0].to(torch.int32) | (b[1].to(torch.int32) << 8) | (b[2].to(torch.int32) << 16)
+    mask = (1 << bits) - 1
+    out = torch.empty(per, words.numel(), dtype=dtype, device=packed.device)
+    for k in range(per):  # per <= 8 slices of m codes each
+        out[k] = (words >> (k * bits)) & mask
+    return out.view(-1)[:n]
 
 
 def grouped_shape(out_features: int, in_features: int, group_size: int, axis: int) -> tuple[int, int]:
@@ -202,8 +206,8 @@ class PackedLinear(torch.nn.Module):
         (default the compute dtype)."""
         scale, zero = self.scale_zero()
         view = (1, -1) if self.axis == 0 else (-1, 1)
-        codes = unpack_codes(self.W_q, self.bits, self.rows * self.cols).view(self.rows, self.cols).float()
-        w = ((codes - zero.view(view)) * scale.view(view)).view(self.out_features, self.in_features)
+        w = unpack_codes(self.W_q, self.bits, self.rows * self.cols, torch.float32).view(self.rows, self.cols)
+        w = w.sub_(zero.view(view)).mul_(scale.view(view)).view(self.out_features, self.in_features)
         return w.to(dtype or self.compute_dtype)
 
     def stored_bytes(self) -> dict[str, int]:
