@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     done = {r["key"]: r for r in (old or {}).get("rows", []) if r["status"] == "ok"}
     per_doc = {t: {k: np.array(v) for k, v in (old or {}).get("doc_nll", {}).get(t, {}).items()} for t in TEXTS}
     recon: dict[str, str] = {}  # fingerprint of the dequantized weights -> key measured with them
-    eval_check = (old or {}).get("eval_path_check")
+    eval_check = dict((old or {}).get("eval_path_check") or {})  # quantizer -> real layers vs dequantized
+    if "key" in eval_check:  # written before the check was per quantizer
+        eval_check = {eval_check["key"].split("-")[0]: eval_check}
     rows = []
     for cfg in configurations(args.groups, args.meta_bits):
         key = cfg["key"]
@@ -179,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 model = q["model"]
             nll = losses(model)
-            if eval_check is None and q.get("dense") is not None and cfg["quantizer"].startswith("hqq"):
+            if cfg["quantizer"] not in eval_check and q.get("dense") is not None:
                 real = real_model(base, shape, cfg, cache)
-                eval_check = {"key": key, "max_abs_logit_diff_real_vs_dequantized": logits_gap(
+                eval_check[cfg["quantizer"]] = {"key": key, "max_abs_logit_diff_real_vs_dequantized": logits_gap(
                     real, work, docs["heldout"], pad)}
                 del real
             if q.get("fingerprint"):

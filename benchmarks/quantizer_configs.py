@@ -13,14 +13,19 @@ layers) that the bench scores.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
+import os
+import tempfile
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from autoqra.memory import MemoryModel, ModelShape, ProjectionShape, hqq_grid, hqq_layout_error
 from autoqra.plan import PROJECTIONS, Plan, projection_module
-from autoqra.quant.backends import make_layer, quantize, stored_bytes
+from autoqra.quant.backends import dequantized_weight, make_layer, quantize, stored_bytes
 from autoqra.quant.build import quantize_base
 
 HQQ_BITS = (2, 3, 4, 8)
@@ -68,89 +73,119 @@ def fingerprint(weights: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:20]
 
 
-def _hqq_state(base, cache, bits: int, g: int, block: int, proj: str) -> dict:
+def hqq028_state(base, cache, bits: int, g: int, block: int, proj: str) -> dict[str, torch.Tensor]:
+    """HQQLinear's state (hqq 0.2.8 layout, fp16 scale/zero), cached in the pre-#22 cache layout."""
+    path = Path(cache.root) / f"hqq-g{g}-a{AXIS}-b{bits}-v1" / f"{block}.{proj}.safetensors"
+    if path.is_file():
+        return load_file(str(path))
+    from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
+
     w = base.model.get_submodule(projection_module(block, proj)).weight
-    return cache.get_or_create("hqq", g, AXIS, bits, block, proj,
-                               lambda: quantize(w.detach(), "hqq", bits, g, AXIS))
+    lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(w.float())
+    layer = HQQLinear(lin, BaseQuantizeConfig(nbits=bits, group_size=g, axis=AXIS), del_orig=True,
+                      compute_dtype=torch.float32, device="cpu")
+    for key in ("scale", "zero"):
+        layer.meta[key] = layer.meta[key].half()
+    state = {k: v.detach().cpu().contiguous() for k, v in layer.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    save_file(state, tmp)
+    os.replace(tmp, path)
+    return state
 
 
-def _packed(base, shape: ModelShape, cfg: dict, cache) -> dict:
-    """Packed HQQ (issue #22's layer): stored bytes, memory model, dequantized weights."""
-    from autoqra.quant.packed import (  # the #22 API
-        pack_hqq_state,
-        packed_layer,
-        packed_stored_bytes,
-    )
+def hqq028_layer(state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The frozen HQQLinear of a cached state (fp16 scale/zero, float32 compute)."""
+    from hqq.core.quantize import HQQLinear
 
-    bits, g, m = cfg["bits"], cfg["group_size"], cfg["meta_bits"]
-    tot = {"weights": 0, "quant_meta": 0}
-    dense = {}
+    layer = HQQLinear(None, quant_config=None, compute_dtype=torch.float32, device="cpu", initialize=False)
+    layer.load_state_dict({k: v.clone() for k, v in state.items()})
+    for key in ("scale", "zero"):
+        layer.meta[key] = layer.meta[key].half()
+    return layer
+
+
+def packed_from_hqq028(state: dict[str, torch.Tensor], meta_bits: int) -> dict[str, torch.Tensor]:
+    """The exactly packed state of HQQ's own codes, scale and zero (no re-quantization)."""
+    from hqq.core.quantize import Quantizer
+
+    from autoqra.quant.packed import state_from_codes
+
+    layer = hqq028_layer(state)
+    meta = layer.meta
+    bits, g = int(meta["nbits"]), int(meta["group_size"])
+    codes = Quantizer.unpack[meta["packing"]](layer.W_q, dtype=torch.uint8)
+    if bits == 3:
+        codes = codes[:g]  # HQQ's padding of the packed axis (axis 0)
+    shape = tuple(int(x) for x in meta["shape"])
+    return state_from_codes({"codes": codes.reshape(-1), "scale": meta["scale"].reshape(-1).half(),
+                             "zero": meta["zero"].reshape(-1).half()}, bits, g, AXIS, meta_bits, shape)
+
+
+def _layers(base, shape: ModelShape, cfg: dict, cache):
+    """(module path, frozen layer) of every projection for an HQQ or NF4 configuration."""
+    from autoqra.quant.packed import PackedLinear
+
+    q, bits, g = cfg["quantizer"], cfg["bits"], cfg["group_size"]
     for block in range(shape.n_blocks):
         for proj in PROJECTIONS:
-            state = pack_hqq_state(_hqq_state(base, cache, bits, g, block, proj), meta_bits=m)
-            layer = packed_layer(state, "cpu", torch.float32)
-            sb = packed_stored_bytes(layer)
-            tot["weights"] += int(sb["weights"])
-            tot["quant_meta"] += int(sb["quant_meta"])
-            dense[projection_module(block, proj)] = layer.dequantize().float()
-    mm = MemoryModel(shape, {bits: "hqq"}, g, AXIS, meta_bits=m)
-    cost = mm.block_cost(bits, 1, "hqq")
-    return {**tot, "predicted": int(shape.n_blocks * (cost["weights"] + cost["quant_meta"])), "dense": dense}
+            path = projection_module(block, proj)
+            if q == "nf4":
+                w = base.model.get_submodule(path).weight
+                state = cache.get_or_create("nf4", 64, AXIS, 4, block, proj,
+                                            lambda w=w: quantize(w.detach(), "nf4", 4, 64, AXIS))
+                yield path, make_layer(state, "nf4", 4, "cpu", torch.float32)
+                continue
+            state = hqq028_state(base, cache, bits, g, block, proj)
+            if q == "hqq028":
+                yield path, hqq028_layer(state)
+            else:
+                yield path, PackedLinear(packed_from_hqq028(state, cfg["meta_bits"]), "cpu", torch.float32)
 
 
 def real_model(base, shape: ModelShape, cfg: dict, cache):
-    """The model with the configuration's real HQQ layers (to check the dequantized eval path)."""
-    plan = Plan.uniform(shape.n_blocks, cfg["bits"], 1, "hqq", cfg["group_size"], AXIS)
-    return quantize_base(base, plan, cache)
+    """The model with the configuration's real layers (to check the dequantized eval path)."""
+    memo = {id(t): t for t in [*base.model.parameters(), *base.model.buffers()]}
+    model = copy.deepcopy(base.model, memo)
+    for path, layer in _layers(base, shape, cfg, cache):
+        parent, name = path.rsplit(".", 1)
+        setattr(model.get_submodule(parent), name, layer)
+    return model
+
+
+def predicted_bytes(shape: ModelShape, cfg: dict) -> int:
+    """The memory model's bytes for all block projections (HQQ 0.2.8's own layout: :func:`hqq028_bytes`)."""
+    q, bits = cfg["quantizer"], cfg["bits"]
+    if q == "hqq028":
+        return shape.n_blocks * sum(hqq028_bytes(p, bits, cfg["group_size"], AXIS) for p in shape.projections())
+    mm = MemoryModel(shape, {bits: q}, cfg["group_size"] or 64, AXIS, meta_bits=cfg["meta_bits"] or 16)
+    cost = mm.block_cost(bits, 1, q)
+    return int(shape.n_blocks * (cost["weights"] + cost["quant_meta"]))
 
 
 def quantized_projections(base, shape: ModelShape, cfg: dict, cache) -> dict:
-    """``{weights, quant_meta, predicted, dense | model, fingerprint}`` of one configuration, or
-    ``{"skip": reason}`` when the model's shapes do not allow it."""
+    """``{weights, quant_meta, predicted, dense | model, fingerprint}`` of one configuration: bytes
+    counted from the stored tensors, or ``{"skip": reason}`` when the model's shapes do not allow it."""
     q, bits, g = cfg["quantizer"], cfg["bits"], cfg["group_size"]
     if q.startswith("hqq"):
         errs = [e for p in shape.projections() if (e := hqq_layout_error(p, bits, g, AXIS))]
         if errs:
             return {"skip": errs[0]}
-    if q == "hqq":
-        out = _packed(base, shape, cfg, cache)
-        out["fingerprint"] = fingerprint(out["dense"])
-        return out
+    tot = {"weights": 0, "quant_meta": 0}
     if q == "int8":  # activations are quantized too: score the real layers
-        plan = Plan.uniform(shape.n_blocks, 8, 1, "int8", 64, AXIS)
-        model = quantize_base(base, plan, cache)
-        tot = {"weights": 0, "quant_meta": 0}
+        model = quantize_base(base, Plan.uniform(shape.n_blocks, 8, 1, "int8", 64, AXIS), cache)
         for block in range(shape.n_blocks):
             for proj in PROJECTIONS:
                 sb = stored_bytes(model.get_submodule(projection_module(block, proj)))
                 tot = {k: tot[k] + int(sb[k]) for k in tot}
-        cost = MemoryModel(shape, {8: "int8"}).block_cost(8, 1, "int8")
-        return {**tot, "predicted": int(shape.n_blocks * (cost["weights"] + cost["quant_meta"])), "model": model}
-    tot = {"weights": 0, "quant_meta": 0}
+        return {**tot, "predicted": predicted_bytes(shape, cfg), "model": model}
     dense = {}
-    predicted = 0
-    for block in range(shape.n_blocks):
-        for proj in PROJECTIONS:
-            path = projection_module(block, proj)
-            if q == "hqq028":
-                state = _hqq_state(base, cache, bits, g, block, proj)
-                layer = make_layer(state, "hqq", bits, "cpu", torch.float32)
-                dense[path] = layer.dequantize().float().reshape(base.model.get_submodule(path).weight.shape)
-            else:  # nf4
-                import bitsandbytes as bnb
-
-                w = base.model.get_submodule(path).weight
-                state = cache.get_or_create("nf4", 64, AXIS, 4, block, proj, lambda w=w: quantize(w.detach(), "nf4", 4, 64, 0))
-                layer = make_layer(state, "nf4", 4, "cpu", torch.float32)
-                dense[path] = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
-            sb = stored_bytes(layer)
-            tot = {k: tot[k] + int(sb[k]) for k in tot}
-    for p in shape.projections():
-        if q == "hqq028":
-            predicted += hqq028_bytes(p, bits, g, AXIS)
-        else:
-            from autoqra.memory import weight_bytes
-
-            predicted += int(sum(weight_bytes(p, 4, "nf4", 64)))
-    return {**tot, "predicted": predicted * shape.n_blocks, "dense": dense,
-            "fingerprint": fingerprint(dense) if q == "hqq028" else None}
+    for path, layer in _layers(base, shape, cfg, cache):
+        sb = stored_bytes(layer)
+        tot = {k: tot[k] + int(sb[k]) for k in tot}
+        dense[path] = dequantized_weight(layer).float().reshape(base.model.get_submodule(path).weight.shape)
+    return {**tot, "predicted": predicted_bytes(shape, cfg), "dense": dense,
+            "fingerprint": fingerprint(dense) if q.startswith("hqq") else None}
