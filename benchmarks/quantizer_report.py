@@ -66,16 +66,18 @@ def figure(result: dict, png: Path) -> None:
     front = pareto_front([r for r in rows if r["quantizer"] != "hqq028"])
     fx = [r["bits_per_weight"] for r in front]
     fy = [max(mean_damage(r), FLOOR) for r in front]
-    ax.step(fx, fy, where="post", color="black", lw=1, label="Pareto front (stored configs)")
-    for r in front:
-        ax.annotate(r["key"], (r["bits_per_weight"], max(mean_damage(r), FLOOR)), fontsize=6.5,
-                    xytext=(4, 3), textcoords="offset points")
+    ax.step(fx, fy, where="post", color="black", lw=1, label="Pareto front of the storable configurations")
     if c.get("rungs"):
-        pts = sorted((r["bits_per_weight"], max(r["mean_damage"], FLOOR)) for r in c["rungs"].values())
-        ax.plot(*zip(*pts, strict=True), color="crimson", lw=2, alpha=0.6, label=f"chosen ladder: {c['ladder']}")
+        pts = sorted((r["bits_per_weight"], max(r["mean_damage"], FLOOR), r["key"]) for r in c["rungs"].values())
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], color="crimson", lw=2, alpha=0.6,
+                label="chosen ladder (rung defaults)")
+        for x, y, key in pts:
+            ax.annotate(f"{key}\n{x:.3f} bits/weight", (x, y), fontsize=7, color="crimson", xytext=(6, 4),
+                        textcoords="offset points")
         lo, hi = c["budget_range_bits_per_weight"]
-        ax.axvspan(lo, hi, color="gold", alpha=0.12, label=f"budgets scored by the rule ({lo}–{hi} bits/weight)")
-    ax.legend(fontsize=7, loc="upper right")
+        ax.axvspan(lo, hi, color="gold", alpha=0.12, label=f"budgets the rule scores ({lo}–{hi} bits/weight)")
+        ax.set_title(f"mean of the two texts; chosen: {c['ladder']}", fontsize=8)
+    ax.legend(fontsize=7, loc="lower left")
     axes[1].legend(handles=_legend_handles(rows), fontsize=7, ncol=2, loc="upper right",
                    title="quantizer-group-metadata bits", title_fontsize=7)
     fig.suptitle(f"The bit ladder at equal memory: quantization damage before fine-tuning vs stored bits per weight, "
