@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--resume", action="store_true", help="keep rows of --out measured on the same texts")
+    ap.add_argument("--merge", nargs="*", default=[], help="also keep the rows of these (partial) result JSONs "
+                    "measured on the same texts (runs split over processes)")
     ap.add_argument("--out", default="benchmarks/results/quantizer_bench.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -129,6 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     if old is not None and old.get("text_id") != text_id:
         print(f"--resume: {out} was measured on other texts ({old.get('text_id')}); measuring afresh", flush=True)
         old = None
+    for path in args.merge:
+        other = json.loads(Path(path).read_text())
+        if other.get("text_id") != text_id:
+            raise ValueError(f"--merge {path}: measured on other texts ({other.get('text_id')}, here {text_id})")
+        old = old or {**other, "rows": [], "doc_nll": {t: {} for t in TEXTS}, "seconds": 0.0}
+        have = {r["key"] for r in old["rows"]}
+        old["rows"] += [r for r in other["rows"] if r["key"] not in have]
+        for t in TEXTS:
+            old["doc_nll"][t] = {**other["doc_nll"][t], **old["doc_nll"][t]}
 
     def losses(model) -> dict[str, np.ndarray]:
         return {t: doc_nll(model, docs[t], pad, args.batch if t == "heldout" else 16) for t in TEXTS}
