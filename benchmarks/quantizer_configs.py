@@ -35,13 +35,16 @@ HQQ028_PACKING = {2: (4, 1), 3: (10, 4), 4: (2, 1), 8: (1, 1)}
 
 
 def configurations(groups: list[int], meta_bits: list[int]) -> list[dict]:
-    """Every configuration, in the order the bench measures them (HQQ 0.2.8 first: the packed
-    configurations at 16-bit metadata reconstruct the same weights and reuse its losses)."""
-    out = [{"quantizer": "hqq028", "bits": b, "group_size": g, "meta_bits": 16} for g in groups for b in HQQ_BITS]
+    """Every configuration, in the order the bench measures them: per (group, rung) HQQ 0.2.8's
+    layout first (the packed configuration at 16-bit metadata reconstructs the same weights and
+    reuses its losses), then the packed ones; bitsandbytes last."""
+    out = []
+    for g in groups:
+        for b in HQQ_BITS:
+            out.append({"quantizer": "hqq028", "bits": b, "group_size": g, "meta_bits": 16})
+            out += [{"quantizer": "hqq", "bits": b, "group_size": g, "meta_bits": m} for m in meta_bits]
     out += [{"quantizer": "nf4", "bits": 4, "group_size": 64, "meta_bits": None},
             {"quantizer": "int8", "bits": 8, "group_size": None, "meta_bits": None}]
-    out += [{"quantizer": "hqq", "bits": b, "group_size": g, "meta_bits": m}
-            for m in meta_bits for g in groups for b in HQQ_BITS]
     for c in out:
         c["hqq_axis"] = AXIS if c["quantizer"].startswith("hqq") else None
         c["name"] = config_name(c)
