@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--resume: {out} was measured on other texts ({old.get('text_id')}); measuring afresh", flush=True)
         old = None
     for path in args.merge:
+        if not Path(path).is_file():
+            print(f"--merge {path}: not there (yet); skipped", flush=True)
+            continue
         other = json.loads(Path(path).read_text())
         if other.get("text_id") != text_id:
             raise ValueError(f"--merge {path}: measured on other texts ({other.get('text_id')}, here {text_id})")
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         source = recon.get(q.get("fingerprint"))
         if source is None and q.get("fingerprint") and args.merge:  # a process beside may have measured its twin
-            for path in args.merge:
+            for path in (p for p in args.merge if Path(p).is_file()):
                 other = json.loads(Path(path).read_text())
                 hit = next((r for r in other["rows"] if r.get("fingerprint") == q["fingerprint"]), None)
                 if hit is not None and other.get("text_id") == text_id:
