@@ -8,10 +8,10 @@ point beats on both. A ladder is one HQQ setting (group size and metadata bits: 
 each) plus NF4 or HQQ at 4 bits and int8 or HQQ at 8. The search mixes rungs over blocks under a
 memory budget, so a ladder is worth the damage of the best mix of its rungs at each budget: its lower
 convex envelope of (cost, damage) (an additive per-block damage model with equal block sensitivities).
-The chosen ladder has the least mean envelope damage over budgets of 2.5 to 4.0 bits per weight (where
-the study's below-4-bit budgets lie; a ladder that cannot reach 2.5 is out), ties broken by the mean
-over 4.0 to 8.0; each rung's default is that ladder's point, and whether it lies on the front is
-recorded. Paired bootstrap 95 % CIs (over documents) of every alternative at a rung against the chosen
+Two ladders are compared by their mean envelope damage over the budgets both can reach up to 4.0 bits
+per weight (below 4 bits: where mixed precision pays on this model); the chosen ladder wins the most
+of these head-to-head comparisons, ties broken by the mean over 2.5 to 4.0 and then over 4.0 to 8.0.
+Each rung's default is that ladder's point, and whether it lies on the front is recorded. Paired bootstrap 95 % CIs (over documents) of every alternative at a rung against the chosen
 point say which differences the measurement resolves.
 
     PYTHONPATH=src .venv/bin/python benchmarks/quantizer_choice.py benchmarks/results/quantizer_bench.json
@@ -75,6 +75,12 @@ def envelope_mean(hull: list[tuple[float, float]], lo: float, hi: float) -> floa
     return float(np.mean(np.interp(grid, xs, ys)))
 
 
+def head_to_head(a: dict, b: dict) -> float:
+    """Mean envelope damage of ladder ``a`` over the budgets both ``a`` and ``b`` reach, up to 4.0."""
+    lo = max(a["envelope"][0][0], b["envelope"][0][0])
+    return envelope_mean(a["envelope"], lo, max(lo, LOW_RANGE[1]))
+
+
 def ladders(cands: list[dict]) -> list[dict]:
     """Every ladder: one HQQ (group, meta bits) for all HQQ rungs, NF4 or HQQ at 4, int8 or HQQ at 8."""
     by = {(r["quantizer"], r["bits"], r["group_size"], r["meta_bits"]): r for r in cands}
@@ -100,7 +106,10 @@ def choose(result: dict, seed: int = 0) -> dict:
     cands = [r for r in ok if r["quantizer"] != "hqq028"]
     front = pareto_front(cands)
     on_front = {r["key"] for r in front}
-    all_ladders = sorted(ladders(cands), key=lambda lad: (lad["score_low"], lad["score_high"]))
+    all_ladders = ladders(cands)
+    for a in all_ladders:
+        a["wins"] = sum(head_to_head(a, b) < head_to_head(b, a) for b in all_ladders if b is not a)
+    all_ladders.sort(key=lambda lad: (-lad["wins"], lad["score_low"], lad["score_high"]))
     if not all_ladders:
         raise ValueError("no complete ladder measured (every rung needs a packed-HQQ row of one group/meta setting)")
     best = all_ladders[0]
@@ -127,6 +136,7 @@ def choose(result: dict, seed: int = 0) -> dict:
             "ladders": [{"group_size": lad["group_size"], "meta_bits": lad["meta_bits"],
                          "map": {b: r["quantizer"] for b, r in lad["rungs"].items()},
                          "bits_per_weight": {b: r["bits_per_weight"] for b, r in lad["rungs"].items()},
+                         "head_to_head_wins": lad["wins"],
                          "envelope_mean_damage_2.5_4.0": lad["score_low"],
                          "envelope_mean_damage_4.0_8.0": lad["score_high"]} for lad in all_ladders],
             "targets": targets(ok, rungs)}

@@ -75,7 +75,7 @@ def figure(result: dict, png: Path) -> None:
             ax.annotate(f"{key}\n{x:.3f} bits/weight", (x, y), fontsize=7, color="crimson", xytext=(6, 4),
                         textcoords="offset points")
         lo, hi = c["budget_range_bits_per_weight"]
-        ax.axvspan(lo, hi, color="gold", alpha=0.12, label=f"budgets the rule scores ({lo}–{hi} bits/weight)")
+        ax.axvspan(lo, hi, color="gold", alpha=0.12, label=f"budgets scored below 4 bits ({lo}–{hi} bits/weight)")
         ax.set_title(f"mean of the two texts; chosen: {c['ladder']}", fontsize=8)
     ax.legend(fontsize=7, loc="lower left")
     axes[1].legend(handles=_legend_handles(rows), fontsize=7, ncol=2, loc="upper right",
@@ -127,10 +127,11 @@ def table_markdown(result: dict) -> str:
             lines.append(f"| {b} | {r['key']} | {r['bits_per_weight']:.4f} | {r['damage_heldout']:+.4f} | "
                          f"{r['damage_validation']:+.4f} | {'yes' if r['on_front'] else 'no'} | {alts} |")
         lines += ["", "Ladders by the rule's score (mean envelope damage, nats/token):", "",
-                  "| group | meta bits | map | 2.5–4.0 bits/weight | 4.0–8.0 |", "| ---: | ---: | --- | ---: | ---: |"]
+                  "| group | meta bits | map | head-to-head wins | 2.5–4.0 bits/weight | 4.0–8.0 |",
+                  "| ---: | ---: | --- | ---: | ---: | ---: |"]
         for lad in c["ladders"]:
             m = ", ".join(f"{b}: {q}" for b, q in lad["map"].items())
-            lines.append(f"| {lad['group_size']} | {lad['meta_bits']} | {m} | "
+            lines.append(f"| {lad['group_size']} | {lad['meta_bits']} | {m} | {lad['head_to_head_wins']} | "
                          f"{lad['envelope_mean_damage_2.5_4.0']:.4f} | {lad['envelope_mean_damage_4.0_8.0']:.4f} |")
         t = c["targets"]
         lines += ["", "Issue #22 targets: " + ", ".join(f"{k} = {v:.4f}" if isinstance(v, float) and not isinstance(v, bool)
