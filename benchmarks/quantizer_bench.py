@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         old["rows"] += [r for r in other["rows"] if r["key"] not in have]
         for t in TEXTS:
             old["doc_nll"][t] = {**other["doc_nll"][t], **old["doc_nll"][t]}
+        checks = other.get("eval_path_check") or {}
+        old["eval_path_check"] = {**({checks["key"].split("-")[0]: checks} if "key" in checks else checks),
+                                  **(old.get("eval_path_check") or {})}
 
     def losses(model) -> dict[str, np.ndarray]:
         return {t: doc_nll(model, docs[t], pad, args.batch if t == "heldout" else 16) for t in TEXTS}
