@@ -124,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
 
-    base = BaseModel(args.model, device="cpu")
+    base = BaseModel(args.model, device="cpu", keep_dense=True)
     shape = ModelShape.from_path(args.model)
-    cache = QuantCache(args.cache_dir or Path(args.model).parent / "cache", base.base_id)
+    cache = QuantCache.for_base(args.cache_dir or Path(args.model).parent / "cache", base)
     tok = base.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     chunks = heldout_chunks(tok, args.chunks, args.chunk_len)
