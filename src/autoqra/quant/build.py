@@ -43,13 +43,16 @@ class BaseModel:
     def __init__(self, model_dir: str | os.PathLike, device: str | None = None, dtype: Any = None, *,
                  keep_dense: bool = False):
         from autoqra.models import load_model
-        from autoqra.models.layout import default_device
+        from autoqra.models.layout import default_device, resolve_dtype
 
         self.model_dir = Path(model_dir)
         target = device or default_device()
         self._files = {} if keep_dense else _projection_files(self.model_dir, int(_n_layers(self.model_dir)))
         self.keep_dense = not self._files  # no safetensors with every projection: keep them loaded
-        self.model, self.tokenizer = load_model(model_dir, dtype=dtype, device="cpu" if self._files else target)
+        # loaded on the CPU when the projections are dropped, so they never reach the device; the dtype
+        # is the device's (bf16 on CUDA, float32 on CPU)
+        self.model, self.tokenizer = load_model(model_dir, dtype=resolve_dtype(dtype, target),
+                                                device="cpu" if self._files else target)
         self.model.requires_grad_(False)
         self.dtype = next(self.model.parameters()).dtype
         if self._files:
