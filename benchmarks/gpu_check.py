@@ -232,6 +232,7 @@ def summarize(result: dict, wall_limit: float) -> dict:
             "peak_within_15pct": bool(train) and all(abs(r["measured_over_predicted"] - 1) <= PEAK_TOLERANCE
                                                      for r in train),
             "tokens_per_s": {r["method"]: round(r["tokens_per_s"], 1) for r in train},
+            "load": s.get("load"),  # on CUDA: bfloat16, keep_dense False (the dense base not resident)
             "no_errors": not result["errors"], "wall_seconds": result["wall_seconds"],
             "wall_under_limit": result["wall_seconds"] <= wall_limit}
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results/int8_modes.json")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
+    logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)  # a cast warning per call
     model, tok = load_model(a.model, device="cpu")
     texts = [json.loads(line)["text"] for line in open(Path(a.data) / "general_heldout.jsonl", encoding="utf-8")]
     ids = [tok(t, return_tensors="pt").input_ids[:, :a.doc_len] for t in texts[:a.docs]]
