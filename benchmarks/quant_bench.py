@@ -7,6 +7,9 @@ Measures, and writes to a JSON (default benchmarks/results/quant_bench_<device>.
   3. bytes the quantized projections really occupy vs the memory model, per quantizer and bit-width
      (target: within 3%), and peak memory vs the memory model where CUDA is available.
 (Quantization damage per quantizer and rung: benchmarks/quantizer_bench.py.)
+HQQ layers run hqq's plain-PyTorch backend (dequantize, then a dense matmul) on CPU and CUDA: no fused
+HQQ kernel is installed, so HQQ vs NF4 tokens/s compares implementations as well as formats (the JSON
+names the backend).
 
     .venv/bin/python benchmarks/quant_bench.py --model results/models/smollm2-135m/hf
 """
@@ -115,7 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     shape = ModelShape.from_path(args.model)
     tmp = Path(tempfile.mkdtemp(prefix="autoqra-bench-"))
     try:
-        result = {"model": str(args.model), "device": base.device, "n_blocks": shape.n_blocks}
+        from hqq.core.quantize import HQQLinear
+
+        result = {"model": str(args.model), "device": base.device, "n_blocks": shape.n_blocks,
+                  "hqq_backend": HQQLinear.backend.value,
+                  "note": "HQQ: hqq's plain-PyTorch backend (no fused kernel); tokens/s compare implementations"}
         result["build"] = [bench_build(base, mixed_plan(shape.n_blocks, args.group_size), tmp, args.repeats)]
         print(json.dumps(result["build"], indent=1))
         result["bytes"] = bench_bytes(base, shape, tmp, args.group_size)

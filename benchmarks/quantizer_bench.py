@@ -119,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     out = Path(args.out)
 
-    base = BaseModel(args.model, device="cpu")
+    base = BaseModel(args.model, device="cpu", keep_dense=True)
     shape = ModelShape.from_path(args.model)
-    cache = QuantCache(args.cache_dir, base.base_id)
+    cache = QuantCache.for_base(args.cache_dir, base)
     tok = base.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     docs = read_texts(args.data, tok, args.val_examples, args.max_seq_len, args.general_max_len)

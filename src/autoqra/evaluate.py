@@ -210,10 +210,20 @@ class Evaluator:
         """Everything besides base model, plan and seed that changes a record."""
         key = {"format": RECORD_FORMAT, "fidelity": fidelity.key(), "train": self.train.key(),
                "eval": self.eval.key(), "lora_dropout": self.lora_dropout,
-               "alpha_per_rank": self.alpha_per_rank, "data": self.data_sha, "code": self.code}
+               "alpha_per_rank": self.alpha_per_rank, "data": self.data_sha, "code": self.code,
+               **self.compute_key()}
         if self.inject_failure:  # only when set, so that ordinary keys stay as they were
             key["inject_failure"] = self.inject_failure
         return key
+
+    def compute_key(self) -> dict[str, str]:
+        """Where the numbers are computed: device type and compute dtype (bf16 on CUDA, float32 on CPU;
+        quantized codes and training differ between them, so a record from one never stands for another)."""
+        from autoqra.models.layout import default_device, resolve_dtype
+
+        device = self.device or default_device()
+        return {"device": torch.device(device).type,
+                "compute_dtype": str(resolve_dtype(None, device)).removeprefix("torch.")}
 
     def injected(self, plan: Plan) -> str | None:
         """The failure injected into ``plan``'s training, if any."""
@@ -267,7 +277,7 @@ class Evaluator:
 
     def _pre_loss(self, plan: Plan) -> float:
         key = _sha({"format": RECORD_FORMAT, "eval": self.eval.task_only().key(),
-                    "data": data_sha(self.data_dir), "code": self.code})[:8]
+                    "data": data_sha(self.data_dir), "code": self.code, **self.compute_key()})[:8]
         path = self.cache_dir / "evals" / self.base_sha[:12] / "pre" / f"{plan.hash}-{key}.json"
         cached = _read_record(path)
         if cached is not None:

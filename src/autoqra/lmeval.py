@@ -25,6 +25,19 @@ from autoqra.errors import ConfigError
 DATA_PLACEHOLDER = "__DATA_DIR__"
 DOC_COLUMNS = ("task", "doc_id", "metric", "value")  # the per-document file beside the lm-eval JSON
 GENERAL_HELDOUT = "general_heldout.jsonl"  # written by data_prepare (autoqra.data.general_text)
+DEFAULT_MAX_LENGTH = 2048  # lm-eval's context when lm_eval.max_length is null (capped by the model's)
+
+
+def lm_eval_max_length(model: Any, configured: int | None = None) -> int:
+    """The context length lm-eval works in (loglikelihood truncation, rolling windows of wikitext):
+    ``configured`` (config key ``lm_eval.max_length``), else min(the model's max positions, 2048).
+    Unbounded, HFLM takes the model's own (8,192 on Llama-3, 40,960 on Qwen3) and runs out of memory."""
+    if configured is not None:
+        if int(configured) < 2:
+            raise ConfigError(f"config key 'lm_eval.max_length': expected an integer >= 2, got {configured!r}")
+        return int(configured)
+    own = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return min(int(own), DEFAULT_MAX_LENGTH) if own else DEFAULT_MAX_LENGTH
 
 
 def available_local_tasks(task_dir: str | os.PathLike) -> list[str]:
@@ -63,10 +76,12 @@ def prepare_tasks(task_dir: str | os.PathLike, data_dir: str | os.PathLike, work
 
 def run_lm_eval(model: Any, tokenizer: Any, tasks: Sequence[str], *, include_path: str | os.PathLike | None,
                 limit: int | None = None, batch_size: int = 16, num_fewshot: int | None = None,
-                seed: int = 0, device: str | None = None, per_doc: bool = True) -> dict[str, Any]:
+                seed: int = 0, device: str | None = None, per_doc: bool = True,
+                max_length: int | None = None) -> dict[str, Any]:
     """``lm_eval.simple_evaluate`` on a model object; the JSON-ready result (results, versions,
-    n-shot, n-samples, configs, higher_is_better) and, with ``per_doc``, ``docs``: each document's
-    metric values (``doc_rows``; the prompts and model outputs lm-eval logs are not kept)."""
+    n-shot, n-samples, configs, higher_is_better, the ``max_length`` used: :func:`lm_eval_max_length`)
+    and, with ``per_doc``, ``docs``: each document's metric values (``doc_rows``; the prompts and model
+    outputs lm-eval logs are not kept)."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -82,12 +97,14 @@ def run_lm_eval(model: Any, tokenizer: Any, tasks: Sequence[str], *, include_pat
                           f"{local} or a task of lm-eval's registry")
     if device is None:
         device = str(next(model.parameters()).device)
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device,
+              max_length=lm_eval_max_length(model, max_length))
     out = simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit, task_manager=tm,
                           log_samples=per_doc, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed,
                           torch_random_seed=seed, fewshot_random_seed=seed)
     keep = ("results", "groups", "group_subtasks", "configs", "versions", "n-shot", "higher_is_better", "n-samples")
     result = json.loads(json.dumps({k: out[k] for k in keep if k in out}, default=handle_non_serializable))
+    result["max_length"] = int(lm.max_length)
     if per_doc:
         result["docs"] = doc_rows(out.get("samples") or {}, tokenizer)
     return result

@@ -92,7 +92,8 @@ def test_lm_eval_on_offline_tasks(tuned):
     first = json.loads((root / "work/data/test.jsonl").read_text().splitlines()[0])
     assert first["prompt"].endswith("### Response:\n")
     out = run_lm_eval(built.model, built.tokenizer, ["synth_mc", "synth_gen"], include_path=include, limit=6,
-                      batch_size=8, seed=0)
+                      batch_size=8, seed=0, max_length=64)
+    assert out["max_length"] == 64  # what HFLM works in (lm_eval.max_length), read back from it
     assert out["versions"] == {"synth_mc": 1.0, "synth_gen": 1.0}
     assert out["n-samples"]["synth_mc"]["effective"] == 6
     rows = {(r["task"], r["metric"]): r["value"] for r in tidy_results(out)}

@@ -42,7 +42,7 @@ def dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base(dirs):
-    return BaseModel(dirs[0])
+    return BaseModel(dirs[0], keep_dense=True)
 
 
 @pytest.fixture(scope="module")

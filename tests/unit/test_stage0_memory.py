@@ -96,7 +96,7 @@ from autoqra.sensitivity import SensitivitySettings, calibration_ids, fidelity_s
 
 torch.set_num_threads(1)
 root = Path(sys.argv[1])
-base = BaseModel(root / "m", device="cpu")
+base = BaseModel(root / "m", device="cpu", keep_dense=True)
 cache, records = QuantCache(root / "cache", base.base_id), load_split(root / "d", "train")
 libc = ctypes.CDLL("libc.so.6")
 

@@ -17,7 +17,8 @@ t0 = time.perf_counter()
 built = autoqra.load(Path(sm.input.model), sm.input.plan, sm.input.adapter, cache_dir=sm.params.cache_dir)
 include = prepare_tasks(sm.params.task_dir, Path(sm.input.test).parent, sm.params.work_dir)
 out = run_lm_eval(built.model, built.tokenizer, cfg["tasks"], include_path=include, limit=cfg["limit"],
-                  batch_size=cfg["batch_size"], num_fewshot=cfg["num_fewshot"], seed=int(sm.wildcards.seed))
+                  batch_size=cfg["batch_size"], num_fewshot=cfg["num_fewshot"], seed=int(sm.wildcards.seed),
+                  max_length=cfg["max_length"])
 docs = out.pop("docs")
 out.update(method=sm.wildcards.method, seed=int(sm.wildcards.seed), plan_hash=built.plan.hash,
            eval_seconds=time.perf_counter() - t0, n_doc_rows=len(docs),

@@ -4,7 +4,9 @@ of tensors back into a frozen layer that peft can wrap with LoRA.
 - ``hqq``: HQQ 2/3/4/8-bit codes from HQQ's optimiser, group-wise along ``axis``, stored exactly packed
   with fp16 or 8-bit scale and zero (``meta_bits``) in a :class:`~autoqra.quant.packed.PackedLinear`;
 - ``nf4``: bitsandbytes NF4 with double quantization (QLoRA), 4 bits;
-- ``int8``: bitsandbytes LLM.int8 (int8 weights, one fp32 scale per output row), 8 bits;
+- ``int8``: bitsandbytes int8 weights in LLM.int8's layout (int8 codes, one fp32 absmax per output row), 8 bits,
+  computed weight-only: the codes are dequantized to the compute dtype for the matmul and the activations are
+  not quantized (bitsandbytes' own ``Linear8bitLt`` forward quantizes them too: W8A8 at ``threshold=0``);
 - ``none``: the dense layer is kept (16-bit blocks).
 
 hqq and bitsandbytes are imported lazily so the package imports without them.
@@ -12,6 +14,7 @@ hqq and bitsandbytes are imported lazily so the package imports without them.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -51,8 +54,10 @@ def bnb_quantize(weight: torch.Tensor, bits: int, blocksize: int = 64) -> dict[s
         out["shape"] = torch.tensor(list(weight.shape))
         return {k: v.detach().cpu().contiguous() for k, v in out.items()}
     if bits == 8:
-        p = bnb.nn.Int8Params(w, requires_grad=False, has_fp16_weights=False).to(str(weight.device))
-        return {"weight": p.data.cpu().contiguous(), "SCB": p.SCB.cpu().contiguous(),
+        # Not Int8Params.to(): it quantizes only when the data moves from the CPU, so a weight already
+        # on the GPU came back unquantized (SCB None). This is what it calls, on any device.
+        codes, scb, _ = bnb.functional.int8_vectorwise_quant(w.to(torch.float16))
+        return {"weight": codes.cpu().contiguous(), "SCB": scb.cpu().contiguous(),
                 "shape": torch.tensor(list(weight.shape))}
     raise ValueError(f"bitsandbytes stores 4 (NF4) or 8 (int8) bits, not {bits}")
 
@@ -69,11 +74,49 @@ def bnb_layer(state: dict[str, torch.Tensor], bits: int, device: str, compute_dt
         layer.weight = bnb.nn.Params4bit.from_prequantized(data=state["weight"].clone(), quantized_stats=stats,
                                                             requires_grad=False, device=device)
         return layer
-    layer = bnb.nn.Linear8bitLt(in_f, out_f, bias=False, has_fp16_weights=False, threshold=0.0, device="meta")
+    layer = int8_linear_class()(in_f, out_f, bias=False, has_fp16_weights=False, threshold=0.0, device="meta")
     w = bnb.nn.Int8Params(state["weight"].clone().to(device), requires_grad=False, has_fp16_weights=False)
     w.CB, w.SCB = w.data, state["SCB"].clone().to(device)
     layer.weight = w
     return layer
+
+
+def int8_dequantize(codes: torch.Tensor, scb: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The dense weight of int8 codes with per-row absmax ``scb`` (LLM.int8's ``codes·absmax/127``)."""
+    return codes.to(dtype) * (scb.to(dtype) / 127.0).unsqueeze(1)
+
+
+class _Int8WeightOnlyMatmul(torch.autograd.Function):
+    """``x @ dequant(W).T + b`` that keeps only the int8 codes for backward (not a dense copy of W)."""
+
+    @staticmethod
+    def forward(ctx, x, codes, scb, bias):
+        ctx.save_for_backward(codes, scb)
+        ctx.x_dtype = x.dtype
+        return torch.nn.functional.linear(x, int8_dequantize(codes, scb, x.dtype), bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        codes, scb = ctx.saved_tensors
+        grad_x = grad @ int8_dequantize(codes, scb, grad.dtype) if ctx.needs_input_grad[0] else None
+        grad_b = grad.reshape(-1, grad.shape[-1]).sum(0) if ctx.needs_input_grad[3] else None
+        return None if grad_x is None else grad_x.to(ctx.x_dtype), None, None, grad_b
+
+
+@functools.cache
+def int8_linear_class() -> type:
+    """``Int8WeightOnlyLinear``: a bnb ``Linear8bitLt`` (so peft wraps it with its 8-bit LoRA layer)
+    whose forward is weight-only on every device, in training and in evaluation alike; the codes and
+    scales stay on ``weight`` (bnb's own forward moves them to ``state``)."""
+    import bitsandbytes as bnb
+
+    class Int8WeightOnlyLinear(bnb.nn.Linear8bitLt):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            w = self.weight
+            scb = w.SCB if w.SCB is not None else self.state.SCB
+            return _Int8WeightOnlyMatmul.apply(x, w.data, scb, self.bias)
+
+    return Int8WeightOnlyLinear
 
 
 def quantize(weight: torch.Tensor, quantizer: str, bits: int, group_size: int, axis: int,
@@ -97,7 +140,8 @@ def make_layer(state: dict[str, torch.Tensor], quantizer: str, bits: int, device
     return bnb_layer(state, bits, device, compute_dtype)
 
 
-LAYER_QUANTIZERS = {"PackedLinear": "hqq", "HQQLinear": "hqq", "Linear4bit": "nf4", "Linear8bitLt": "int8"}
+LAYER_QUANTIZERS = {"PackedLinear": "hqq", "HQQLinear": "hqq", "Linear4bit": "nf4", "Linear8bitLt": "int8",
+                    "Int8WeightOnlyLinear": "int8"}
 
 
 def layer_quantizer(layer: torch.nn.Module) -> str:
@@ -135,7 +179,7 @@ def layer_bits(layer: torch.nn.Module) -> int:
         return int(layer.meta["nbits"])
     if name == "Linear4bit":
         return 4
-    if name == "Linear8bitLt":
+    if name in ("Linear8bitLt", "Int8WeightOnlyLinear"):
         return 8
     if isinstance(layer, torch.nn.Linear):
         return 16
@@ -156,8 +200,9 @@ def stored_bytes(layer: torch.nn.Module) -> dict[str, Any]:
         meta = sum(t.numel() * t.element_size() for t in (qs.absmax, qs.state2.absmax, qs.offset)
                    if isinstance(t, torch.Tensor))
         return {"weights": layer.weight.numel() * layer.weight.element_size(), "quant_meta": meta}
-    if name == "Linear8bitLt":
-        return {"weights": layer.weight.numel(), "quant_meta": layer.weight.SCB.numel() * 4}
+    if name in ("Linear8bitLt", "Int8WeightOnlyLinear"):
+        scb = layer.weight.SCB if layer.weight.SCB is not None else layer.state.SCB
+        return {"weights": layer.weight.numel(), "quant_meta": scb.numel() * 4}
     return {"weights": layer.weight.numel() * layer.weight.element_size(), "quant_meta": 0}
 
 
@@ -174,9 +219,9 @@ def dequantized_weight(layer: torch.nn.Module, dtype: torch.dtype = torch.float3
             import bitsandbytes as bnb
 
             w = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state)
-        elif name == "Linear8bitLt":
-            scb = layer.weight.SCB
-            w = layer.weight.data.float() * (scb.float().view(-1, 1) / 127.0)
+        elif name in ("Linear8bitLt", "Int8WeightOnlyLinear"):
+            scb = layer.weight.SCB if layer.weight.SCB is not None else layer.state.SCB
+            w = int8_dequantize(layer.weight.data, scb, torch.float32)
         elif isinstance(layer, torch.nn.Linear):
             w = layer.weight
         else:

@@ -31,18 +31,52 @@ from autoqra.quant.cache import QuantCache, base_id
 
 
 class BaseModel:
-    """A base model loaded once (frozen) and shared by every build of a process."""
+    """A base model loaded once (frozen) and shared by every build of a process.
 
-    def __init__(self, model_dir: str | os.PathLike, device: str | None = None, dtype: Any = None):
+    By default the dense projection weights are not kept: they are dropped after loading (their
+    parameters stay on the meta device) and read from the model's safetensors files only when a
+    build needs one (a quantized-cache miss or a 16-bit block, which then owns its copy). So once a
+    model is built, the built model is the only holder of projection weights, and a measured training
+    peak (CUDA ``max_memory_allocated``, CPU held tensors) counts the built model, not a dense base
+    beside it. ``keep_dense=True`` keeps them (Stage 0 runs the 16-bit model itself).
+    """
+
+    def __init__(self, model_dir: str | os.PathLike, device: str | None = None, dtype: Any = None, *,
+                 keep_dense: bool = False):
         from autoqra.models import load_model
+        from autoqra.models.layout import default_device, resolve_dtype
 
         self.model_dir = Path(model_dir)
-        self.model, self.tokenizer = load_model(model_dir, dtype=dtype, device=device)
+        target = device or default_device()
+        self._files = {} if keep_dense else _projection_files(self.model_dir, int(_n_layers(self.model_dir)))
+        self.keep_dense = not self._files  # no safetensors with every projection: keep them loaded
+        # loaded on the CPU when the projections are dropped, so they never reach the device; the dtype
+        # is the device's (bf16 on CUDA, float32 on CPU)
+        self.model, self.tokenizer = load_model(model_dir, dtype=resolve_dtype(dtype, target),
+                                                device="cpu" if self._files else target)
         self.model.requires_grad_(False)
-        self.device = str(next(self.model.parameters()).device)
         self.dtype = next(self.model.parameters()).dtype
+        if self._files:
+            for block in range(int(self.model.config.num_hidden_layers)):
+                for proj in PROJECTIONS:
+                    mod = self.model.get_submodule(projection_module(block, proj))
+                    mod.weight = torch.nn.Parameter(mod.weight.to("meta"), requires_grad=False)
+            self.model._apply(lambda t: t if t.is_meta else t.to(target))
+        self.device = str(next(p for p in self.model.parameters() if not p.is_meta).device)
         self.base_id = base_id(model_dir)
         self.n_blocks = int(self.model.config.num_hidden_layers)
+
+    def dense_weight(self, block: int, proj: str) -> torch.Tensor:
+        """Projection ``proj`` of ``block`` as loaded (base dtype, base device); read from the weight
+        files unless the dense projections are kept."""
+        path = projection_module(block, proj)
+        if self.keep_dense:
+            return self.model.get_submodule(path).weight.detach()
+        from safetensors import safe_open
+
+        with safe_open(str(self._files[path]), framework="pt", device="cpu") as fh:
+            w = fh.get_tensor(f"{path}.weight")
+        return w.to(self.dtype).to(self.device)
 
 
 @dataclass
@@ -68,19 +102,23 @@ def quantize_base(base: BaseModel, plan: Plan, cache: QuantCache) -> Any:
     """A structural copy of the base model with every projection replaced per the plan.
 
     Frozen tensors are shared with the base (never modified: only adapters train), so a build
-    costs the quantized layers, not a copy of the model.
+    costs the quantized layers (and the 16-bit blocks' weights when the base keeps no dense
+    projections), not a copy of the model.
     """
     memo = {id(t): t for t in [*base.model.parameters(), *base.model.buffers()]}
     model = copy.deepcopy(base.model, memo)
     compute, g, axis, mb = base.dtype, plan.group_size, plan.hqq_axis, plan.meta_bits
     for block, (bits, q) in enumerate(zip(plan.bits, plan.quantizers, strict=True)):
-        if q == "none":
-            continue
         for proj in PROJECTIONS:
             path = projection_module(block, proj)
             parent_path, name = path.rsplit(".", 1)
             dense = model.get_submodule(path)
-            state = _cached_state(cache, dense.weight, q, g, axis, bits, block, proj, mb)
+            if q == "none":
+                if not base.keep_dense:  # the built model owns its 16-bit weights
+                    dense.weight = torch.nn.Parameter(base.dense_weight(block, proj), requires_grad=False)
+                continue
+            state = _cached_state(cache, lambda blk=block, p=proj: base.dense_weight(blk, p), q, g, axis, bits,
+                                  block, proj, mb)
             layer = make_layer(state, q, bits, base.device, compute)
             if dense.bias is not None:
                 layer.bias = dense.bias
@@ -93,19 +131,46 @@ def quantize_base(base: BaseModel, plan: Plan, cache: QuantCache) -> Any:
     return model
 
 
-def _cached_state(cache: QuantCache, weight: torch.Tensor, q: str, g: int, axis: int, bits: int, block: int,
+def _cached_state(cache: QuantCache, weight_fn, q: str, g: int, axis: int, bits: int, block: int,
                   proj: str, meta_bits: int) -> dict[str, torch.Tensor]:
     """The cached state of one projection; 8-bit HQQ metadata is derived from the 16-bit entry (same
     codes, so HQQ's optimiser runs once per (block, bits) whatever the metadata precision)."""
     from autoqra.quant.packed import with_meta_bits
 
     def make16():
-        return quantize(weight.detach(), q, bits, g, axis)
+        return quantize(weight_fn().detach(), q, bits, g, axis)
 
     if q != "hqq" or meta_bits == 16:
         return cache.get_or_create(q, g, axis, bits, block, proj, make16)
     return cache.get_or_create(q, g, axis, bits, block, proj, meta_bits=meta_bits, make=lambda: with_meta_bits(
         cache.get_or_create(q, g, axis, bits, block, proj, make16), meta_bits))
+
+
+def _n_layers(model_dir: Path) -> int:
+    from autoqra.models import load_config
+
+    return int(load_config(model_dir)["num_hidden_layers"])
+
+
+def _projection_files(model_dir: Path, n_blocks: int) -> dict[str, Path]:
+    """Module path → the safetensors file holding its weight, for every projection; {} when some
+    projection is in none (then the base keeps its dense projections)."""
+    import json
+
+    from safetensors import safe_open
+
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        where = {k: model_dir / f for k, f in json.loads(index.read_text())["weight_map"].items()}
+    elif (model_dir / "model.safetensors").is_file():
+        with safe_open(str(model_dir / "model.safetensors"), framework="pt", device="cpu") as fh:
+            where = dict.fromkeys(fh.keys(), model_dir / "model.safetensors")
+    else:
+        return {}
+    paths = [projection_module(b, p) for b in range(n_blocks) for p in PROJECTIONS]
+    if any(f"{p}.weight" not in where for p in paths):
+        return {}
+    return {p: where[f"{p}.weight"] for p in paths}
 
 
 def verify(model: Any, plan: Plan, alpha_per_rank: float) -> dict[str, Any]:
@@ -166,7 +231,7 @@ def build(model_dir: str | os.PathLike, plan: Plan, *, cache_dir: str | os.PathL
     t0 = time.perf_counter()
     base = base or BaseModel(model_dir, device=device)
     plan.check(n_blocks=base.n_blocks)
-    cache = QuantCache(cache_dir, base.base_id)
+    cache = QuantCache.for_base(cache_dir, base)
     model = quantize_base(base, plan, cache)
     t_quant = time.perf_counter() - t0
     torch.manual_seed(seed)  # LoRA A init

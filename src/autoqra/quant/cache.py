@@ -1,9 +1,12 @@
 """On-disk cache of quantized projections, so each (base model, block, projection, bits, quantizer,
 and for HQQ group size and axis) is quantized once and every later plan only loads ready tensors.
 
-Layout: ``<root>/quant/<base_id>/<variant>-b<bits>-v<format>/<block>.<proj>.safetensors`` with
-``<variant>`` = ``hqq-g<group>-a<axis>-m<meta_bits>``, ``nf4`` or ``int8`` (bitsandbytes ignores group and axis). The base
-id is a hash of the base model's weight files, so a changed base model never reuses stale entries.
+Layout: ``<root>/quant/<base_id>/<device>-<dtype>/<variant>-b<bits>-v<format>/<block>.<proj>.safetensors``
+with ``<variant>`` = ``hqq-g<group>-a<axis>-m<meta_bits>``, ``nf4`` or ``int8`` (bitsandbytes ignores group and axis). The base
+id is a hash of the base model's weight files, so a changed base model never reuses stale entries. The device
+type and the base's compute dtype are part of the key: the weights quantized are the base's (bf16 on CUDA,
+float32 on CPU) and HQQ's optimiser runs in fp16 on CUDA and in fp32 on CPU, so the codes differ, and a shared
+``cache_dir`` filled on one machine must not decide the codes of another.
 Writes are atomic (temp file + rename); concurrent writers of the same entry are harmless.
 """
 
@@ -41,14 +44,22 @@ def base_id(model_dir: str | os.PathLike) -> str:
 
 
 class QuantCache:
-    """Quantized-projection store for one base model."""
+    """Quantized-projection store for one base model, quantized on one device type in one dtype
+    (defaults: what a CPU run uses)."""
 
-    def __init__(self, root: str | os.PathLike, base: str):
+    def __init__(self, root: str | os.PathLike, base: str, *, device: str = "cpu",
+                 dtype: torch.dtype = torch.float32):
         self.cache_dir = Path(root)
-        self.root = self.cache_dir / "quant" / base
+        self.device, self.dtype = torch.device(device).type, str(dtype).removeprefix("torch.")
+        self.root = self.cache_dir / "quant" / base / f"{self.device}-{self.dtype}"
         self.base = base
         self.hits = 0
         self.misses = 0
+
+    @classmethod
+    def for_base(cls, root: str | os.PathLike, base) -> QuantCache:
+        """The cache for a loaded ``autoqra.quant.BaseModel`` (its id, device and dtype)."""
+        return cls(root, base.base_id, device=base.device, dtype=base.dtype)
 
     def path(self, quantizer: str, group_size: int, axis: int, bits: int, block: int, proj: str,
              meta_bits: int = 16) -> Path:

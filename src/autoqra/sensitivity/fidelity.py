@@ -128,6 +128,8 @@ def fidelity_sensitivity(base: BaseModel, cache: QuantCache, settings: Sensitivi
     """
     if quantizer == "none":  # a 16-bit-only search has no quantizer to probe with
         raise ValueError("sensitivity: quantizer 'none' does not quantize; the lowest rung needs hqq, nf4 or int8")
+    if not base.keep_dense:
+        raise ValueError("fidelity_sensitivity runs the 16-bit model: load it with BaseModel(..., keep_dense=True)")
     low = settings.resolved_low_bits
     if calib is None:
         calib = calibration_ids(base.tokenizer, settings, records)

@@ -67,11 +67,11 @@ def run_sensitivity(model_dir: str | os.PathLike, data_dir: str | os.PathLike, c
     t0 = time.perf_counter()
     memory = plan_memory(model_dir, settings, quantizer, group_size, device, hqq_axis, meta_bits)
     torch.manual_seed(settings.seed)
-    base = timed("load", BaseModel, model_dir, device=device)
+    base = timed("load", BaseModel, model_dir, device=device, keep_dense=True)  # runs the 16-bit model
     cuda = base.device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats(base.device)
-    cache = QuantCache(cache_dir, base.base_id)
+    cache = QuantCache.for_base(cache_dir, base)
     records = timed("load", load_split, data_dir, "train")
     calib = timed("calibration", calibration_ids, base.tokenizer, settings, records)
     iq = timed("fidelity", fidelity_sensitivity, base, cache, settings, quantizer, group_size, calib=calib,
