@@ -29,7 +29,7 @@ MICRO = {"source": "micro", "id": None, "revision": None, "micro": None}
 def base(tmp_path_factory):
     d = tmp_path_factory.mktemp("micro") / "m"
     prepare_model(MICRO, d, seed=0)
-    return BaseModel(d)
+    return BaseModel(d, keep_dense=True)  # the tests read the dense projections
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
