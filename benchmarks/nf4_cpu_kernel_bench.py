@@ -3,7 +3,7 @@
 bitsandbytes 0.50.2 repacks an NF4 weight in place at its first eval-mode forward on a CPU with
 AVX512-BF16 and then computes in bf16 (``gemv_4bit``). autoqra's layers keep that off (the repacked
 layer passes no gradient to its input, and bnb's inverse is lossy). This benchmark scores the same
-documents with a uniform NF4 model both ways, one thread: the validation split's response loss
+documents with a uniform NF4 model both ways (interleaved), one thread: the validation split's response loss
 (``score_model``), the general-text loss, and greedy generation of short answers (lm-eval's
 ``generate_until``), and records seconds and the loss difference.
 
@@ -36,43 +36,46 @@ from autoqra.quant import BaseModel, build  # noqa: E402
 from autoqra.quant.backends import bnb_nf4_layers, enable_cpu_inference_kernel, nf4_cpu_packed  # noqa: E402
 
 
-def _generate(built, records, new_tokens: int) -> tuple[list[list[int]], float]:
+def _generate(built, record, new_tokens: int) -> tuple[list[int], float]:
     from autoqra.data import format_prompt
 
-    tok, model = built.tokenizer, built.model
-    outs, t0 = [], time.perf_counter()
-    model.eval()
+    tok = built.tokenizer
+    ids = tok(format_prompt(record), return_tensors="pt")["input_ids"]
+    t0 = time.perf_counter()
     with torch.no_grad():
-        for r in records:
-            ids = tok(format_prompt(r), return_tensors="pt")["input_ids"]
-            out = model.generate(input_ids=ids, max_new_tokens=new_tokens, do_sample=False,
-                                 pad_token_id=tok.pad_token_id or tok.eos_token_id)
-            outs.append(out[0, ids.shape[1]:].tolist())
-    return outs, time.perf_counter() - t0
+        out = built.model.generate(input_ids=ids, max_new_tokens=new_tokens, do_sample=False,
+                                   pad_token_id=tok.pad_token_id or tok.eos_token_id)
+    return out[0, ids.shape[1]:].tolist(), time.perf_counter() - t0
 
 
-def run(base: BaseModel, plan: Plan, cache: str, packed: bool, a: argparse.Namespace) -> dict:
-    built = build(base.model_dir, plan, cache_dir=cache, base=base, seed=a.seed)
-    if packed:
-        enable_cpu_inference_kernel(built.model)
+def run(models: dict, a: argparse.Namespace) -> dict:
+    """Both models score the same documents, interleaved (ABAB...) so that the shared machine's load
+    changes hit both alike; the fastest repeat counts."""
     val = load_split(a.data, "validation")[:a.n_val]
     general = load_general(Path(a.data) / "general_search.jsonl")[:a.n_general]
     settings = EvalSettings(batch_size=16, max_seq_len=64, metric="neg_loss")
-    t0 = time.perf_counter()
-    score_model(built.model, built.tokenizer, val[:16], settings)  # warm-up (and the repack, if on)
-    warm = time.perf_counter() - t0
-    res = {"warmup_seconds": warm}
-    for _ in range(a.repeats):
-        s = score_model(built.model, built.tokenizer, val, settings)
+    res = {name: {"score_seconds": [], "general_seconds": [], "generate_seconds": 0.0, "generated": []}
+           for name in models}
+    for name, built in models.items():
         t0 = time.perf_counter()
-        g = general_text_loss(built.model, built.tokenizer, general, max_len=96, batch_size=16)
-        g_s = time.perf_counter() - t0
-        res.setdefault("score_seconds", []).append(s["eval_seconds"])
-        res.setdefault("general_seconds", []).append(g_s)
-        res["val_loss"], res["general_loss"] = s["loss"], g["loss"]
-    gen, gen_s = _generate(built, val[:a.n_gen], a.new_tokens)
-    res.update(generate_seconds=gen_s, generated=gen,
-               packed_layers=sum(nf4_cpu_packed(m) for _, m in bnb_nf4_layers(built.model)))
+        score_model(built.model, built.tokenizer, val[:16], settings)  # warm-up (and the repack, if on)
+        res[name]["warmup_seconds"] = time.perf_counter() - t0
+    for _ in range(a.repeats):
+        for name, built in models.items():
+            s = score_model(built.model, built.tokenizer, val, settings)
+            t0 = time.perf_counter()
+            g = general_text_loss(built.model, built.tokenizer, general, max_len=96, batch_size=16)
+            r = res[name]
+            r["general_seconds"].append(time.perf_counter() - t0)
+            r["score_seconds"].append(s["eval_seconds"])
+            r["val_loss"], r["general_loss"] = s["loss"], g["loss"]
+    for rec in val[:a.n_gen]:
+        for name, built in models.items():
+            out, sec = _generate(built, rec, a.new_tokens)
+            res[name]["generated"].append(out)
+            res[name]["generate_seconds"] += sec
+    for name, built in models.items():
+        res[name]["packed_layers"] = sum(nf4_cpu_packed(m) for _, m in bnb_nf4_layers(built.model))
     return res
 
 
@@ -85,7 +88,7 @@ def main() -> None:
     ap.add_argument("--n-general", type=int, default=48)
     ap.add_argument("--n-gen", type=int, default=16)
     ap.add_argument("--new-tokens", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/nf4_cpu_kernel_cpu.json")
     a = ap.parse_args()
@@ -97,8 +100,12 @@ def main() -> None:
     base = BaseModel(a.model)
     plan = Plan.uniform(ModelShape.from_path(a.model).n_blocks, 4, 8, "nf4", group_size=64)
     with tempfile.TemporaryDirectory() as tmp:
-        cache = a.cache or tmp
-        runs = {name: run(base, plan, cache, name == "packed", a) for name in ("training_safe", "packed")}
+        models = {name: build(base.model_dir, plan, cache_dir=a.cache or tmp, base=base, seed=a.seed)
+                  for name in ("training_safe", "packed")}
+    enable_cpu_inference_kernel(models["packed"].model)
+    for built in models.values():
+        built.model.eval()
+    runs = run(models, a)
     safe, packed = runs["training_safe"], runs["packed"]
     summary = {
         "score_speedup": min(safe["score_seconds"]) / min(packed["score_seconds"]),
