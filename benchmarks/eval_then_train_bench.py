@@ -72,6 +72,7 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--max-seq-len", type=int, default=64)
+    ap.add_argument("--n-test", type=int, default=None, help="score the first N test documents (default: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     ap.add_argument("--out", default="benchmarks/results/eval_then_train_cpu.json")
@@ -81,7 +82,7 @@ def main() -> None:
 
     base = BaseModel(a.model)
     plan = Plan.uniform(ModelShape.from_path(a.model).n_blocks, 4, a.rank, "nf4", group_size=64)
-    data = {"train": load_split(a.data, "train"), "test": load_split(a.data, "test")}
+    data = {"train": load_split(a.data, "train"), "test": load_split(a.data, "test")[:a.n_test]}
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in a.runs:
@@ -95,7 +96,7 @@ def main() -> None:
                    "max_step_loss_diff": max(abs(x - y) for x, y in zip(ev["loss_history"], ref["loss_history"],
                                                                         strict=True))}
     out = {"plan": f"uniform NF4 rank {a.rank}", "steps": a.steps, "lr": a.lr, "batch_size": 4,
-           "max_seq_len": a.max_seq_len, "threads": 1, "has_avx512bf16": bool(has_avx512bf16()),
+           "max_seq_len": a.max_seq_len, "n_test": len(data["test"]), "threads": 1, "has_avx512bf16": bool(has_avx512bf16()),
            "runs": runs, "summary": summary,
            "manifest": build_manifest("benchmark", seed=a.seed, extra={"model": str(a.model), "data": str(a.data)})}
     atomic_write_json(a.out, out)
