@@ -200,7 +200,11 @@ def bnb_nf4_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
 def enable_cpu_inference_kernel(model: torch.nn.Module) -> int:
     """Scoring-only processes: let bitsandbytes repack this model's NF4 layers for its CPU inference kernel
     at their next eval-mode forward (where the CPU has AVX512-BF16). The model must never train afterwards:
-    :func:`keep_training_layout` (called by ``train_lora``) refuses it. Returns the number of layers switched."""
+    :func:`keep_training_layout` (called by ``train_lora``) refuses it. Returns the number of layers switched.
+
+    Not used by the pipeline: on SmolLM2-135M (benchmarks/results/nf4_cpu_kernel_cpu.json, one thread) the
+    kernel made batched scoring slower (0.70x validation loss, 0.79x general text) and only batch-1 greedy
+    generation faster (2.2x), and it moves losses by +0.001-0.002 nats/token, differently on CPUs without it."""
     layers = [m for _, m in bnb_nf4_layers(model)]
     if layers:
         from bitsandbytes.functional import has_avx512bf16
