@@ -18,16 +18,16 @@ from __future__ import annotations
 import numpy as np
 
 from autoqra.errors import ConfigError
-from autoqra.plan import DEFAULT_HQQ_AXIS, Plan
+from autoqra.plan import DEFAULT_HQQ_AXIS, DEFAULT_META_BITS, Plan
 from autoqra.search.space import EPS, Genome, SearchSpace
 
 PLAN_KINDS = ("search", "uniform", "sequential", "random", "base")
 
 
 def uniform_plan(n_blocks: int, bits: int, rank: int, quantizer: str, group_size: int,
-                 hqq_axis: int = DEFAULT_HQQ_AXIS) -> Plan:
+                 hqq_axis: int = DEFAULT_HQQ_AXIS, meta_bits: int = DEFAULT_META_BITS) -> Plan:
     """Every block at ``bits``/``rank`` with ``quantizer``; 16-bit plans are plain LoRA (``none``)."""
-    return Plan.uniform(n_blocks, bits, rank, "none" if bits == 16 else quantizer, group_size, hqq_axis)
+    return Plan.uniform(n_blocks, bits, rank, "none" if bits == 16 else quantizer, group_size, hqq_axis, meta_bits)
 
 
 def sequential_genome(space: SearchSpace, iq_raw: np.ndarray, rank: int) -> Genome:

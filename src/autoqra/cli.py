@@ -24,7 +24,8 @@ def cmd_memory(args: argparse.Namespace) -> int:
     if args.plan:
         plan = Plan.load(args.plan).check(n_blocks=shape.n_blocks, source=args.plan)
     else:
-        plan = Plan.uniform(shape.n_blocks, args.bits, args.rank, args.quantizer, args.group_size, args.hqq_axis)
+        plan = Plan.uniform(shape.n_blocks, args.bits, args.rank, args.quantizer, args.group_size, args.hqq_axis,
+                            args.meta_bits)
     mm = MemoryModel.for_plan(shape, plan, quantizer_map({4: args.budget_quantizer}))
     bd = mm.breakdown(plan)
     budget = resolve_budget({"type": "uniform", "bits": args.budget_bits, "rank": args.budget_rank}, mm)
@@ -37,7 +38,7 @@ def cmd_memory(args: argparse.Namespace) -> int:
     print(f"model: {args.model}  ({shape.model_type}, {shape.n_blocks} blocks, hidden {shape.hidden_size}, "
           f"heads {shape.n_heads}/{shape.n_kv_heads} kv, intermediate {shape.intermediate_size})")
     print(f"plan:  {args.plan or 'uniform'}  hash {plan.hash}  quantizers {plan.quantizer_label}  "
-          f"HQQ group {plan.group_size} axis {plan.hqq_axis}")
+          f"HQQ group {plan.group_size} axis {plan.hqq_axis} meta_bits {plan.meta_bits}")
     print(f"{'block':>5} {'bits':>4} {'quant':>5} {'rank':>4} {'weights':>13} {'quant meta':>13} {'lora':>13} {'total':>13}")
     for b in bd["blocks"]:
         print(f"{b['block']:>5} {b['bits']:>4} {b['quantizer']:>5} {b['rank']:>4} {_fmt_bytes(b['weights'])} "
@@ -47,8 +48,10 @@ def cmd_memory(args: argparse.Namespace) -> int:
           f"{_fmt_bytes(p['total'])}")
     print("fixed 16-bit part: " + ", ".join(f"{k} {_fmt_bytes(2 * v).strip()}" for k, v in bd["fixed_params"].items())
           + f"  = {_fmt_bytes(bd['fixed_bytes']).strip()}")
+    stored_bits = 8 * (p["weights"] + p["quant_meta"]) / (shape.block_weight_params * shape.n_blocks)
     print(f"total: {_fmt_bytes(bd['total_bytes']).strip()}   average bits "
-          f"{plan.average_bits([shape.block_weight_params] * shape.n_blocks):.3f}   trainable LoRA params "
+          f"{plan.average_bits([shape.block_weight_params] * shape.n_blocks):.3f} nominal, {stored_bits:.3f} stored "
+          f"incl. metadata   trainable LoRA params "
           f"{bd['trainable_params']:,}")
     verdict = "fits" if bd["budget"]["fits"] else "EXCEEDS"
     print(f"budget ({budget.description}): {_fmt_bytes(budget.plan_bytes).strip()} -> plan {verdict}")
@@ -89,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="uniform plan's quantizer (default: hqq, none at 16 bits)")
     m.add_argument("--group-size", type=int, default=128, help="HQQ group size")
     m.add_argument("--hqq-axis", type=int, default=DEFAULT_HQQ_AXIS, choices=[0, 1])
+    m.add_argument("--meta-bits", type=int, default=16, choices=[16, 8], help="HQQ scale/zero precision")
     m.add_argument("--budget-bits", type=int, default=4, help="budget = uniform BITS at rank RANK")
     m.add_argument("--budget-rank", type=int, default=8)
     m.add_argument("--budget-quantizer", default="nf4", choices=["hqq", "nf4"],

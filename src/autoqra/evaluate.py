@@ -175,7 +175,8 @@ class Evaluator:
         self.lora_dropout, self.alpha_per_rank, self.device = lora_dropout, alpha_per_rank, device
         self.shape = ModelShape.from_path(self.model_dir)
         self.base_sha = base_sha(self.model_dir)
-        self._memory = {(memory_model.group_size, memory_model.hqq_axis): memory_model} if memory_model else {}
+        self._memory = ({(memory_model.group_size, memory_model.hqq_axis, memory_model.meta_bits): memory_model}
+                        if memory_model else {})
         self.train_records = load_split(self.data_dir, "train")
         self.val_records = load_split(self.data_dir, "validation")
         self.data_sha = data_sha(self.data_dir)
@@ -223,7 +224,7 @@ class Evaluator:
         return self.cache_dir / "evals" / self.base_sha[:12] / fidelity / f"{plan.hash}-s{seed}-{settings8}.json"
 
     def memory_model(self, plan: Plan) -> MemoryModel:
-        key = (plan.group_size, plan.hqq_axis)  # plans carry their own per-block quantizers
+        key = (plan.group_size, plan.hqq_axis, plan.meta_bits)  # plans carry their own per-block quantizers
         if key not in self._memory:
             self._memory[key] = MemoryModel.for_plan(self.shape, plan)
         return self._memory[key]

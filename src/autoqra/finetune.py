@@ -32,6 +32,14 @@ def plan_stats(plan: Plan) -> dict[str, float]:
     return {"avg_bits": sum(plan.bits) / len(plan.bits), "avg_rank": sum(plan.ranks) / len(plan.ranks)}
 
 
+def stored_bits_per_weight(mm: MemoryModel, plan: Plan) -> float:
+    """Bits per weight the plan's block projections store, metadata included, from the memory model
+    (8 x (packed weights + quantization metadata) / weights; 16 for dense blocks): what the tables
+    print beside the plan's nominal average bits."""
+    parts = mm.breakdown(plan)["plan_parts"]
+    return 8.0 * (parts["weights"] + parts["quant_meta"]) / (plan.n_blocks * mm.shape.block_weight_params)
+
+
 def measured_plan_bytes(built: Any) -> dict[str, int]:
     """Bytes the plan-controlled part really occupies in the built model: stored (packed) projection
     weights + quantization metadata (from ``verify``) + LoRA adapter tensors at their real dtype."""
@@ -82,6 +90,7 @@ def finetune(model_dir: str | os.PathLike, data_dir: str | os.PathLike, plan: Pl
     extra = res.extra  # empty for the untrained reference: no peak, no schedule
     record = {
         "method": method, "seed": seed, "plan_hash": plan.hash, "plan": plan.to_dict(), **plan_stats(plan),
+        "bits_per_weight_stored": stored_bits_per_weight(mm, plan),
         "quantizers": plan.quantizer_label, "memory_analytic_bytes": analytic, "fixed_bytes": mm.fixed_bytes,
         "memory_analytic_total_bytes": analytic + mm.fixed_bytes, "memory_measured_bytes": measured["total"],
         "memory_measured": measured, "peak_train_bytes": res.peak_memory_bytes,

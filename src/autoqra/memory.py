@@ -5,8 +5,9 @@
 with |W_ℓ| the parameter count of block ℓ's seven projections (GQA shapes included), n_ℓ^lora the
 LoRA parameters per unit rank (Σ over projections of in+out; adapters charged at 16 bit, the
 paper's convention) and the metadata of block ℓ's quantizer (:func:`weight_bytes`, exact for the
-stored layout): HQQ one fp16 scale and one fp16 zero per group of ``g`` weights (its 3-bit packing,
-ten values per int32 along the packed axis, charged as stored); NF4 one 8-bit absmax per 64
+stored layout): HQQ codes packed exactly (``bits``/8 bytes per weight, the last partial word of a
+tensor padded; :mod:`autoqra.quant.packed`) and per group of ``g`` weights a scale and a zero in 16
+bits, or with ``meta_bits`` 8 in 8 bits plus an fp16 offset and step per block of groups; NF4 one 8-bit absmax per 64
 weights plus the fp32 double-quantization constants; int8 one fp32 scale per output row.
 The fixed part (embeddings, lm_head, norms, biases at 16 bit) does not depend on the plan and is
 reported beside M(C). Budgets apply to M(C); budgets given as bytes/GB mean the whole model
@@ -25,6 +26,7 @@ from pathlib import Path
 from autoqra.errors import ConfigError, ModelError
 from autoqra.plan import (
     DEFAULT_HQQ_AXIS,
+    DEFAULT_META_BITS,
     LEGACY_BACKENDS,
     PROJECTIONS,
     Ladders,
@@ -34,9 +36,10 @@ from autoqra.plan import (
 )
 
 GB = 1e9
-# HQQ packs along the first axis of its (rows, cols) grouped view: values per storage word and
-# bytes per word (ten 3-bit values in one int32, with the rows padded to a multiple of ten).
-HQQ_PACKING = {2: (4, 1), 3: (10, 4), 4: (2, 1), 8: (1, 1)}
+# HQQ codes as autoqra stores them (autoqra.quant.packed, flat): codes per word and bytes per word
+# (eight 3-bit codes in three bytes).
+HQQ_PACKING = {2: (4, 1), 3: (8, 3), 4: (2, 1), 8: (1, 1)}
+HQQ_META_BLOCK = 256        # groups per 8-bit-metadata block (fp16 offset + step for scale and zero)
 BNB_BLOCKSIZE = 64          # NF4 block size (QLoRA)
 BNB_DQ_BLOCKSIZE = 256      # double-quantization block size of the absmax constants
 
@@ -146,30 +149,35 @@ def hqq_grid(n: int, group_size: int, axis: int) -> tuple[int, int]:
 
 
 def hqq_layout_error(proj: ProjectionShape, bits: int, group_size: int, axis: int) -> str | None:
-    """Why HQQ cannot store ``proj`` at (bits, group, axis), or None (hqq asserts or mis-packs silently)."""
+    """Why HQQ cannot store ``proj`` at (bits, group, axis), or None. The codes are packed flat, so
+    only the grouping constrains the shape (hqq asserts otherwise)."""
     n = proj.numel
     if n % group_size:
         return f"{proj.name} ({proj.out_features}x{proj.in_features}) has {n} weights, not a multiple of group size {group_size}"
-    rows, _ = hqq_grid(n, group_size, axis)
-    per_word = HQQ_PACKING[bits][0]
-    if bits in (2, 4) and rows % per_word:
-        return (f"{proj.name}: HQQ {bits}-bit packs {per_word} rows per byte but axis {axis} with group size "
-                f"{group_size} gives {rows} rows")
     return None
 
 
+def hqq_meta_bytes(n_groups: int, meta_bits: int) -> int:
+    """Bytes of the scale and zero of ``n_groups`` HQQ groups stored in ``meta_bits`` bits."""
+    if meta_bits == 16:
+        return n_groups * 2 * 2
+    if meta_bits == 8:  # uint8 scale and zero, plus fp16 (offset, step) of each per block of groups
+        return n_groups * 2 + math.ceil(n_groups / HQQ_META_BLOCK) * 2 * 2 * 2
+    raise ConfigError(f"meta_bits must be 16 or 8, got {meta_bits!r} (config key 'search_space.meta_bits')")
+
+
 def weight_bytes(proj: ProjectionShape, bits: int, quantizer: str, group_size: int,
-                 hqq_axis: int = DEFAULT_HQQ_AXIS) -> tuple[float, float]:
+                 hqq_axis: int = DEFAULT_HQQ_AXIS, meta_bits: int = DEFAULT_META_BITS) -> tuple[float, float]:
     """(packed weight bytes, quantization-metadata bytes) of one projection at ``bits`` as stored by
-    ``quantizer`` (hqq, nf4, int8, or none = 2 bytes per weight)."""
+    ``quantizer`` (hqq with ``meta_bits`` scale/zero, nf4, int8, or none = 2 bytes per weight); the
+    axis does not change HQQ's bytes."""
     check_quantizer(quantizer, bits, where=f"{proj.name}")
     n = proj.numel
     if quantizer == "none":
         return 2.0 * n, 0.0
     if quantizer == "hqq":
-        rows, cols = hqq_grid(n, group_size, hqq_axis)
         per_word, word_bytes = HQQ_PACKING[bits]
-        return float(math.ceil(rows / per_word) * cols * word_bytes), math.ceil(n / group_size) * 2 * 2
+        return float(math.ceil(n / per_word) * word_bytes), float(hqq_meta_bytes(math.ceil(n / group_size), meta_bits))
     if quantizer == "nf4":  # 8-bit absmax per 64, an fp32 absmax per 256 of those, one fp32 offset
         blocks = math.ceil(n / BNB_BLOCKSIZE)
         return float(math.ceil(n / 2)), blocks * 1 + math.ceil(blocks / BNB_DQ_BLOCKSIZE) * 4 + 4
@@ -177,25 +185,25 @@ def weight_bytes(proj: ProjectionShape, bits: int, quantizer: str, group_size: i
 
 
 class MemoryModel:
-    """M(plan) for one base model under a quantizer map (bit-width -> quantizer), HQQ group size
-    and axis; per-(bits, rank, quantizer) block costs cached.
+    """M(plan) for one base model under a quantizer map (bit-width -> quantizer), HQQ group size,
+    axis and metadata precision; per-(bits, rank, quantizer) block costs cached.
 
     ``quantizers`` may also be an old backend name ("hqq", "bnb", "none"), read as its map.
     Plans are charged with their own per-block quantizers; bits alone with the map's.
     """
 
     def __init__(self, shape: ModelShape, quantizers: Mapping | str | None = None, group_size: int = 128,
-                 hqq_axis: int = DEFAULT_HQQ_AXIS):
+                 hqq_axis: int = DEFAULT_HQQ_AXIS, meta_bits: int = DEFAULT_META_BITS):
         if isinstance(quantizers, str):
             quantizers = LEGACY_BACKENDS[quantizers]
-        self.shape, self.group_size, self.hqq_axis = shape, group_size, hqq_axis
+        self.shape, self.group_size, self.hqq_axis, self.meta_bits = shape, group_size, hqq_axis, meta_bits
         self.quantizers = quantizer_map(quantizers)
         self._cache: dict[tuple[int, int, str], dict[str, float]] = {}
 
     @classmethod
     def for_plan(cls, shape: ModelShape, plan: Plan, quantizers: Mapping | None = None) -> MemoryModel:
-        """The memory model with the plan's group size and HQQ axis."""
-        return cls(shape, quantizers, plan.group_size, plan.hqq_axis)
+        """The memory model with the plan's group size, HQQ axis and metadata precision."""
+        return cls(shape, quantizers, plan.group_size, plan.hqq_axis, plan.meta_bits)
 
     def block_cost(self, bits: int, rank: int, quantizer: str | None = None) -> dict[str, float]:
         """Bytes of one block at (bits, rank) with ``quantizer`` (default: the map's for ``bits``):
@@ -205,7 +213,7 @@ class MemoryModel:
         if key not in self._cache:
             w = m = 0.0
             for p in self.shape.projections():
-                pw, pm = weight_bytes(p, bits, q, self.group_size, self.hqq_axis)
+                pw, pm = weight_bytes(p, bits, q, self.group_size, self.hqq_axis, self.meta_bits)
                 w, m = w + pw, m + pm
             lora = self.shape.lora_params_per_rank * rank * 2.0
             self._cache[key] = {"weights": w, "quant_meta": m, "lora": lora, "total": w + m + lora}
@@ -227,7 +235,7 @@ class MemoryModel:
         """Every block at (bits, rank) with ``quantizer`` (default: the map's for ``bits``), this model's
         group size and axis."""
         return Plan.uniform(self.shape.n_blocks, bits, rank, quantizer or self.quantizers[bits], self.group_size,
-                            self.hqq_axis)
+                            self.hqq_axis, self.meta_bits)
 
     def breakdown(self, plan: Plan) -> dict:
         """Per-block and total bytes of ``plan`` plus the fixed 16-bit part."""
@@ -238,6 +246,7 @@ class MemoryModel:
                   for i, (b, r, q) in enumerate(zip(plan.bits, plan.ranks, plan.quantizers, strict=True))]
         tot = {k: sum(bl[k] for bl in blocks) for k in ("weights", "quant_meta", "lora", "total")}
         return {"quantizers": plan.quantizer_label, "group_size": self.group_size, "hqq_axis": self.hqq_axis,
+                "meta_bits": self.meta_bits,
                 "blocks": blocks, "plan_bytes": tot["total"], "plan_parts": tot,
                 "fixed_bytes": self.fixed_bytes, "fixed_params": self.shape.fixed_params,
                 "total_bytes": tot["total"] + self.fixed_bytes,
@@ -316,8 +325,10 @@ def resolve_budget(spec: Mapping, mm: MemoryModel, ladders: Ladders | None = Non
 
 
 def space_memory_model(shape: ModelShape, space: Mapping) -> MemoryModel:
-    """The memory model of a ``search_space`` config section (quantizer map, group size, HQQ axis)."""
-    return MemoryModel(shape, space["quantizers"], space["group_size"], space["hqq_axis"])
+    """The memory model of a ``search_space`` config section (quantizer map, group size, HQQ axis,
+    metadata precision)."""
+    return MemoryModel(shape, space["quantizers"], space["group_size"], space["hqq_axis"],
+                       space.get("meta_bits", DEFAULT_META_BITS))
 
 
 def budget_report(shape: ModelShape, space: Mapping, budget_spec: Mapping) -> tuple[dict, list[dict]]:

@@ -32,6 +32,10 @@ QUANTIZER_BITS = {"hqq": (2, 3, 4, 8), "nf4": (4,), "int8": (8,), "none": (16,)}
 # Without a map every quantized rung is HQQ; 16 bits is always the dense layer.
 DEFAULT_QUANTIZER_MAP = {2: "hqq", 3: "hqq", 4: "hqq", 8: "hqq", 16: "none"}
 HQQ_AXES = (0, 1)
+# Precision of HQQ's per-group scale and zero: fp16, or 8-bit codes with a small fp16 scale per block
+# (autoqra.quant.packed). 16 is the default and is left out of plan files and hashes.
+META_BITS = (16, 8)
+DEFAULT_META_BITS = 16
 # HQQ's grouping axis when a plan does not say. axis 0 (groups across output rows) is what HQQ's
 # authors measured; benchmarks/quantizer_bench.py measured it against axis 1 on the default model.
 DEFAULT_HQQ_AXIS = 0
@@ -108,7 +112,8 @@ class Ladders:
 
 @dataclass(frozen=True)
 class Plan:
-    """Per-block bit-widths, quantizers and LoRA ranks, plus the HQQ group size and axis.
+    """Per-block bit-widths, quantizers and LoRA ranks, plus the HQQ group size, axis and metadata
+    precision (``meta_bits``: 16 or 8 bits per scale and zero).
 
     ``quantizers`` defaults to :data:`DEFAULT_QUANTIZER_MAP` applied to ``bits`` (HQQ, dense at 16).
     """
@@ -120,6 +125,7 @@ class Plan:
     hqq_axis: int = DEFAULT_HQQ_AXIS
     granularity: str = "block"
     meta: Mapping = field(default_factory=dict, compare=False, hash=False)
+    meta_bits: int = DEFAULT_META_BITS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bits", tuple(int(b) for b in self.bits))
@@ -145,22 +151,27 @@ class Plan:
             raise PlanError(f"plan group_size must be a positive integer, got {self.group_size!r}")
         if self.hqq_axis not in HQQ_AXES or isinstance(self.hqq_axis, bool):
             raise PlanError(f"plan hqq_axis must be 0 or 1, got {self.hqq_axis!r}")
+        if self.meta_bits not in META_BITS or isinstance(self.meta_bits, bool):
+            raise PlanError(f"plan meta_bits must be one of {list(META_BITS)}, got {self.meta_bits!r}")
         if self.granularity != "block":
             raise PlanError(f"plan granularity '{self.granularity}' unsupported; expected 'block'")
 
     # -- constructors -----------------------------------------------------------------
     @classmethod
     def uniform(cls, n_blocks: int, bits: int, rank: int, quantizer: str | None = None,
-                group_size: int = 128, hqq_axis: int = DEFAULT_HQQ_AXIS) -> Plan:
+                group_size: int = 128, hqq_axis: int = DEFAULT_HQQ_AXIS, meta_bits: int = DEFAULT_META_BITS) -> Plan:
         """The same bits, rank and quantizer (default: the default map's for ``bits``) in every block."""
         q = quantizer or DEFAULT_QUANTIZER_MAP[int(bits)]
-        return cls((bits,) * n_blocks, (rank,) * n_blocks, (q,) * n_blocks, group_size, hqq_axis)
+        return cls((bits,) * n_blocks, (rank,) * n_blocks, (q,) * n_blocks, group_size, hqq_axis,
+                   meta_bits=meta_bits)
 
     @classmethod
     def mapped(cls, bits: Sequence[int], ranks: Sequence[int], qmap: Mapping | None = None,
-               group_size: int = 128, hqq_axis: int = DEFAULT_HQQ_AXIS, meta: Mapping | None = None) -> Plan:
+               group_size: int = 128, hqq_axis: int = DEFAULT_HQQ_AXIS, meta: Mapping | None = None,
+               meta_bits: int = DEFAULT_META_BITS) -> Plan:
         """A plan whose blocks take the quantizer ``qmap`` names for their bits."""
-        return cls(tuple(bits), tuple(ranks), quantizers_for(bits, qmap), group_size, hqq_axis, meta=dict(meta or {}))
+        return cls(tuple(bits), tuple(ranks), quantizers_for(bits, qmap), group_size, hqq_axis, meta=dict(meta or {}),
+                   meta_bits=meta_bits)
 
     @classmethod
     def from_dict(cls, d: Mapping, source: str = "plan") -> Plan:
@@ -175,7 +186,8 @@ class Plan:
         missing = [k for k in ("bits", "ranks") if k not in d]
         if missing:
             raise PlanError(f"{source}: missing key(s) {missing}; expected 'bits' and 'ranks' lists")
-        known = {"bits", "ranks", "quantizers", "backend", "group_size", "hqq_axis", "granularity", "meta"}
+        known = {"bits", "ranks", "quantizers", "backend", "group_size", "hqq_axis", "granularity", "meta",
+                 "meta_bits"}
         unknown = sorted(set(d) - known)
         if unknown:
             raise PlanError(f"{source}: unknown key(s) {unknown}; allowed keys are {sorted(known)}")
@@ -202,7 +214,8 @@ class Plan:
                 raise PlanError("'quantizers' must be a list of quantizer names, one per block")
             return cls(tuple(d["bits"]), tuple(d["ranks"]), None if quantizers is None else tuple(quantizers),
                        group_size=d.get("group_size", 128), hqq_axis=DEFAULT_HQQ_AXIS if axis is None else axis,
-                       granularity=d.get("granularity", "block"), meta=dict(d.get("meta", {})))
+                       granularity=d.get("granularity", "block"), meta=dict(d.get("meta", {})),
+                       meta_bits=d.get("meta_bits", DEFAULT_META_BITS))
         except PlanError as e:
             raise PlanError(f"{source}: {e}") from None
 
@@ -222,6 +235,8 @@ class Plan:
     def to_dict(self, with_meta: bool = True) -> dict:
         d = {"bits": list(self.bits), "ranks": list(self.ranks), "quantizers": list(self.quantizers),
              "granularity": self.granularity, "group_size": self.group_size, "hqq_axis": self.hqq_axis}
+        if self.meta_bits != DEFAULT_META_BITS:  # left out at the default, so older plans keep their hash
+            d["meta_bits"] = self.meta_bits
         if with_meta and self.meta:
             d["meta"] = dict(self.meta)
         return d
@@ -231,8 +246,8 @@ class Plan:
 
     @property
     def hash(self) -> str:
-        """Stable content hash (16 hex chars) over bits, ranks, quantizers, group size and HQQ axis;
-        meta excluded."""
+        """Stable content hash (16 hex chars) over bits, ranks, quantizers, group size, HQQ axis and
+        (when not 16) meta_bits; meta excluded."""
         canon = json.dumps(self.to_dict(with_meta=False), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
@@ -271,7 +286,8 @@ class Plan:
         if "bits" in changes and "quantizers" not in changes:  # new bits: the default map's quantizers
             d["quantizers"] = None
         return Plan(tuple(d["bits"]), tuple(d["ranks"]), None if d["quantizers"] is None else tuple(d["quantizers"]),
-                    d["group_size"], d["hqq_axis"], d["granularity"], d.get("meta", {}))
+                    d["group_size"], d["hqq_axis"], d["granularity"], d.get("meta", {}),
+                    d.get("meta_bits", DEFAULT_META_BITS))
 
     # -- PEFT export ------------------------------------------------------------------
     def rank_pattern(self) -> dict[str, int]:

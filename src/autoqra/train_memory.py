@@ -99,8 +99,10 @@ def activation_elements_per_token(shape: Any, lora_ranks: int, seq_len: int, lor
     - SwiGLU MLP: gate and up outputs and silu(gate): 3i;
     - LoRA: each A output (Σ r); with dropout each projection keeps its dropout mask and output
       (2·in each: 10h + 2a + 2i), without it the A inputs are the shared block inputs (2h + a + i);
-    - HQQ layers (``hqq``) keep their input for the backward dequantization: with dropout these are
-      extra tensors (2h + a + i), without it they are the LoRA inputs already counted.
+    - hqq's own HQQLinear (``hqq``) keeps its input for the backward dequantization: with dropout these
+      are extra tensors (2h + a + i), without it they are the LoRA inputs already counted. autoqra
+      stores HQQ codes in :class:`~autoqra.quant.packed.PackedLinear`, whose backward keeps nothing, so
+      :func:`predict_training_peak` passes ``hqq=False``.
     """
     h, i = shape.hidden_size, shape.intermediate_size
     a = shape.n_heads * shape.head_dim
@@ -138,8 +140,8 @@ def predict_training_peak(shape: Any, plan: Any, *, batch_size: int, seq_len: in
     fixed = sum(shape.fixed_params.values()) * dense_bytes
     n_lora = sum(shape.lora_params_per_rank * r for r in plan.ranks)
     tokens = batch_size * seq_len
-    per_block = [sum(activation_elements_per_token(shape, 7 * r, seq_len, lora_dropout, q == "hqq").values())
-                 for r, q in zip(plan.ranks, plan.quantizers, strict=True)]
+    per_block = [sum(activation_elements_per_token(shape, 7 * r, seq_len, lora_dropout).values())
+                 for r in plan.ranks]  # PackedLinear saves no input for backward
     if grad_checkpointing:
         block_acts = tokens * (shape.hidden_size * shape.n_blocks + max(per_block))
     else:

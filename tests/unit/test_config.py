@@ -27,7 +27,7 @@ def test_shipped_configs_are_valid_and_defaults_filled(monkeypatch):
     assert cfg["seed"] == 0 and cfg["search_space"]["bits"] == [2, 3, 4, 8]
     # the quantizer map is stored complete, with int keys
     assert cfg["search_space"]["quantizers"] == {2: "hqq", 3: "hqq", 4: "nf4", 8: "int8", 16: "none"}
-    assert cfg["search_space"]["hqq_axis"] == 0
+    assert cfg["search_space"]["hqq_axis"] == 0 and cfg["search_space"]["meta_bits"] == 16
     assert cfg["models"]["m"]["id"] is None and cfg["data"]["max_seq_len"] == 256
     assert minimal == {"models": {"m": {"source": "micro"}}, "data": {"name": "d", "source": "synthetic"}}
 
@@ -50,6 +50,7 @@ def test_shipped_configs_are_valid_and_defaults_filled(monkeypatch):
     ("search_space", {"quantizers": {16: "hqq"}}, r"'search_space.quantizers.16': quantizer 'hqq' cannot store 16-bit"),
     ("search_space", {"quantizers": {5: "hqq"}}, r"'search_space.quantizers': bit-width 5 not allowed"),
     ("search_space", {"hqq_axis": 2}, r"'search_space.hqq_axis': 2 is not allowed; expected one of \[0, 1\]"),
+    ("search_space", {"meta_bits": 4}, r"'search_space.meta_bits': 4 is not allowed; expected one of \[16, 8\]"),
     ("search_space", {"group_size": 48}, r"'search_space.group_size': HQQ cannot store models.micro's projections "
                                          r"with group size 48 and axis 0: .*not a multiple of group size 48"),
     ("models", {}, r"'models'"),

@@ -56,6 +56,13 @@ def test_finetune_record_and_adapter(tuned):
     assert m["lora"] == 4 * lora_params
     assert m["weights"] + m["quant_meta"] + 2 * lora_params == pytest.approx(stored["memory_analytic_bytes"], rel=0.01)
     assert stored["manifest"]["stage"] == "finetune" and stored["peak_train_bytes"] > 0
+    # the tables' "bits/weight (stored)": the memory model's, equal to what the built layers store
+    from autoqra.memory import ModelShape
+
+    shape = ModelShape.from_path(root / "m")
+    measured_bpw = 8 * (m["weights"] + m["quant_meta"]) / (shape.n_blocks * shape.block_weight_params)
+    assert stored["bits_per_weight_stored"] == pytest.approx(measured_bpw, rel=1e-9)
+    assert stored["bits_per_weight_stored"] > stored["avg_bits"]  # metadata counted (17/4 nominal)
     # the training peak: measured (held tensors + saved activations) vs predicted, within 15 %
     peak, pred = stored["peak_train_measured"], stored["peak_train_predicted"]
     assert stored["peak_train_bytes"] == peak["held_tensors"] + peak["saved_activations"]

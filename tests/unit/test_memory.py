@@ -76,34 +76,36 @@ def test_qwen3_4b_shapes_head_dim_and_tied_embeddings():
     assert 36 * s.block_weight_params + sum(fixed.values()) == 4_022_468_096
 
 
-@pytest.mark.parametrize("axis,three_bit", [(1, 3.2), (0, 3.25)])
-def test_qwen3_4b_mixed_plan_bytes(axis, three_bit):
+@pytest.mark.parametrize("axis", [0, 1])
+def test_qwen3_4b_mixed_plan_bytes(axis):
     mm = MemoryModel(ModelShape.from_config(QWEN3_4B), "hqq", 128, hqq_axis=axis)
     bits = [2, 3, 4, 8] * 9
     ranks = [4, 8, 16] * 12
     W, L, G = 100_925_440, 57_344, 100_925_440 / 128 * 4
-    # 3-bit packs ten values per int32 along HQQ's first axis: axis 1 has n/128 rows (a multiple of
-    # ten here: 3.2 bits), axis 0 has 128 rows, padded to 130 (3.25 bits)
-    per_bits = {2: W * 2 / 8, 3: W * three_bit / 8, 4: W * 4 / 8, 8: W * 8 / 8}
+    # codes are packed exactly whatever the axis (3-bit: 8 codes in 3 bytes)
+    per_bits = {b: W * b / 8 for b in (2, 3, 4, 8)}
     expect = sum(per_bits[b] + G + L * r * 2 for b, r in zip(bits, ranks, strict=True))
     plan = Plan(tuple(bits), tuple(ranks), hqq_axis=axis)
     assert mm.plan_bytes(plan) == pytest.approx(expect, rel=1e-12)
 
 
 def test_hqq_packing_on_smollm2_shapes_and_layouts_hqq_cannot_store():
-    q = ProjectionShape("q_proj", 576, 576)  # 331,776 weights
-    # axis 0, group 64: 64 rows padded to 70 -> 7 int32 words per column of 5184: 3.5 bits + 0.5 metadata
-    w, m = weight_bytes(q, 3, "hqq", 64, 0)
-    assert (w, m) == (7 * 5184 * 4, 5184 * 4) and 8 * (w + m) / q.numel == 4.0
-    w, _ = weight_bytes(q, 3, "hqq", 64, 1)  # axis 1: 5184 rows padded to 5190
-    assert w == 519 * 64 * 4
+    q = ProjectionShape("q_proj", 576, 576)  # 331,776 weights, 5184 groups of 64
+    for axis in (0, 1):  # 3-bit: 8 codes in 3 bytes = 3 bits, + 2 fp16 per group of 64 = 0.5
+        w, m = weight_bytes(q, 3, "hqq", 64, axis)
+        assert (w, m) == (q.numel * 3 / 8, 5184 * 4) and 8 * (w + m) / q.numel == 3.5
+    # 8-bit metadata: 2 bytes per group + 8 bytes per block of 256 groups (21 blocks): 3.2541 bits
+    w, m = weight_bytes(q, 3, "hqq", 64, 0, meta_bits=8)
+    assert m == 5184 * 2 + 21 * 8 and 8 * (w + m) / q.numel == pytest.approx(3.2541, abs=1e-4)
     assert weight_bytes(q, 2, "hqq", 64, 0) == (q.numel / 4, 5184 * 4)
+    assert weight_bytes(ProjectionShape("odd", 3, 3), 3, "hqq", 9, 0) == (6, 4)  # 9 codes: one partial word
     assert hqq_layout_error(q, 4, 64, 0) is None
     assert "not a multiple of group size 128" in hqq_layout_error(ProjectionShape("k", 576, 101), 4, 128, 0)
-    # axis 1 with 3 rows: HQQ's 4-bit packing (two rows per byte) would silently drop one
-    assert "packs 2 rows per byte" in hqq_layout_error(ProjectionShape("x", 96, 32), 4, 1024, 1)
+    assert hqq_layout_error(ProjectionShape("x", 96, 32), 4, 1024, 1) is None  # flat packing: any row count
     with pytest.raises(PlanError, match="quantizer 'nf4' cannot store 3-bit"):
         weight_bytes(q, 3, "nf4", 64)
+    with pytest.raises(ConfigError, match="search_space.meta_bits"):
+        weight_bytes(q, 3, "hqq", 64, 0, meta_bits=4)
 
 
 def test_16bit_blocks_carry_no_quant_metadata_and_qwen2_biases():

@@ -73,6 +73,9 @@ def test_cache_hit_returns_identical_weights_and_skips_quantization(base, tmp_pa
     cache = QuantCache(tmp_path, base.base_id)
     paths = {cache.path(q, g, a, 4, 0, "q_proj") for q in ("hqq", "nf4") for g in (32, 64) for a in (0, 1)}
     assert len(paths) == 4 + 1
+    # HQQ's metadata precision is part of the key too (format v2: exactly packed codes)
+    assert cache.path("hqq", 32, 0, 4, 0, "q_proj", 8) != cache.path("hqq", 32, 0, 4, 0, "q_proj", 16)
+    assert "-m8-b4-v2" in str(cache.path("hqq", 32, 0, 4, 0, "q_proj", 8))
 
 
 def test_quantization_error_decreases_with_bits(base, tmp_path):
@@ -106,6 +109,8 @@ def test_verify_fails_loudly_on_mismatch(base, tmp_path):
         verify(built.model, plan.replace(quantizers=["hqq", "nf4", "hqq", "hqq"]), 2.0)
     with pytest.raises(PlanError, match=r"HQQ axis 0, plan says 1"):
         verify(built.model, plan.replace(hqq_axis=1), 2.0)
+    with pytest.raises(PlanError, match=r"HQQ metadata in 16 bits, plan says 8"):
+        verify(built.model, plan.replace(meta_bits=8), 2.0)
 
 
 def test_plan_errors_before_work(base, tmp_path):

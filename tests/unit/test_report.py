@@ -54,6 +54,8 @@ def aggregate_rows():
             rows.append({"model": MODEL, "method": method, "group": group, "label": label, "task": task,
                          "metric": metric, "n_seeds": n, "mean": mean, "std": std, "memory_gb_analytic": mem,
                          "memory_gb_measured": mem * 1.1, "avg_bits": 3.5 if group != "baseline" else 4.0,
+                         # stored bits per weight incl. metadata (issue #22): not the nominal bits
+                         "bits_stored": {"autoqra": 3.6875, "lora16": 16.0}.get(method, 4.5),
                          "avg_rank": 8.0, "trainable_params": 2401536, "plan_hash": f"{method}-h",
                          "within_budget": ok, "train_seconds": 30.0, "tokens_per_s": 48.25, "peak_train_gb": 0.2})
     return pd.DataFrame(rows)
@@ -144,12 +146,15 @@ def test_table_main_values_and_order(results):
     t = table_main(read_aggregate(results["aggregate"]), METHODS, [MODEL])
     assert list(t["Method"]) == ["AutoQRA", "HQQ 4-bit", "LoRA 16-bit†"]  # AutoQRA first, no ablation
     assert list(t.columns) == ["Model", "Method", "t_gen (exact_match[x])", "t_mc (acc)", "Average", "Memory (GB)",
-                               "Avg. bits"]
+                               "Avg. bits", "bits/weight (stored)"]
     auto, hqq, lora = (t.iloc[i] for i in range(3))
     assert auto["t_mc (acc)"] == "50.0 ± 10.0" and auto["t_gen (exact_match[x])"] == "30.0 ± 10.0"
     assert auto["Average"] == "40.0 ± 5.0" and auto["Memory (GB)"] == "0.057" and auto["Avg. bits"] == "3.50"
     assert hqq["t_mc (acc)"] == "30.0" and hqq["Average"] == "20.0"  # one seed: no std
     assert lora["Memory (GB)"] == "0.217"
+    # nominal bits beside the bits per weight really stored (metadata included)
+    assert (auto["bits/weight (stored)"], hqq["Avg. bits"], hqq["bits/weight (stored)"]) == ("3.69", "4.00", "4.50")
+    assert lora["bits/weight (stored)"] == "16.00"
 
 
 def test_table_ablations_delta(results):
@@ -157,6 +162,7 @@ def test_table_ablations_delta(results):
     assert list(t["Method"]) == ["AutoQRA", "w/o Stage 2"]
     assert t.iloc[0]["Δ vs AutoQRA"] == "—"
     assert t.iloc[1]["Δ vs AutoQRA"] == "−5.0" and t.iloc[1]["Average"] == "35.0"  # 35.0 - 40.0 points
+    assert list(t["bits/weight (stored)"]) == ["3.69", "4.50"] and list(t["Avg. bits"]) == ["3.50", "3.50"]
 
 
 def test_table_search_cost_totals(results):
@@ -182,9 +188,9 @@ def test_write_tables_csv_and_latex(results, tmp_path):
     eff = pd.read_csv(out["table2_efficiency_csv"], dtype=str)
     assert len(eff) == 4 and eff.iloc[0]["Trainable params"] == "2,401,536" and eff.iloc[0]["Tokens/s"] == "48.2"
     tex = Path(out["table1_main_tex"]).read_text()
-    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\begin{tabular}{llrrrrr}" in tex
-    assert r"tiny & AutoQRA & 30.0 $\pm$ 10.0 & 50.0 $\pm$ 10.0 & 40.0 $\pm$ 5.0 & 0.057 & 3.50 \\" in tex
-    assert r" & HQQ 4-bit & 10.0 & 30.0 & 20.0 & 0.065 & 4.00 \\" in tex  # model printed once per group
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\begin{tabular}{llrrrrrr}" in tex
+    assert r"tiny & AutoQRA & 30.0 $\pm$ 10.0 & 50.0 $\pm$ 10.0 & 40.0 $\pm$ 5.0 & 0.057 & 3.50 & 3.69 \\" in tex
+    assert r" & HQQ 4-bit & 10.0 & 30.0 & 20.0 & 0.065 & 4.00 & 4.50 \\" in tex  # model printed once per group
     assert r"LoRA 16-bit\textsuperscript{\dag}" in tex and r"exact\_match" in tex
     cost_tex = Path(out["table4_search_cost_tex"]).read_text()
     assert "\\midrule\n & Total &  & 12 & 14 & --- & 18 & --- & 0.0950 \\\\" in cost_tex

@@ -26,8 +26,8 @@ def lm_result(method, seed, acc, em):
 
 def train_record(method, seed, mem):
     return {"method": method, "seed": seed, "memory_analytic_bytes": mem, "memory_measured_bytes": mem * 1.1,
-            "fixed_bytes": 1e8, "peak_train_bytes": 5e8, "avg_bits": 4.0, "avg_rank": 8.0, "trainable_params": 1000,
-            "train_seconds": 10.0 + seed, "tokens_per_s": 50.0, "steps": 12, "plan_hash": f"{method}-hash",
+            "fixed_bytes": 1e8, "peak_train_bytes": 5e8, "avg_bits": 4.0, "bits_per_weight_stored": 4.5, "avg_rank": 8.0,
+            "trainable_params": 1000, "train_seconds": 10.0 + seed, "tokens_per_s": 50.0, "steps": 12, "plan_hash": f"{method}-hash",
             "build_seconds": 1.0}
 
 
@@ -60,6 +60,7 @@ def test_summarize_means_and_stds_over_seeds(tmp_path):
     avg = res[(res.task == "average") & (res.method == "a")].sort_values("seed")
     assert avg.value.tolist() == pytest.approx([(0.5 + 0.2) / 2, (0.7 + 0.4) / 2])
     assert set(res.memory_gb_analytic) == {0.02} and set(res.label) == {"A", "b"}
+    assert set(res.bits_stored) == {4.5} and set(res.avg_bits) == {4.0}  # stored (incl. metadata) beside nominal
     agg = pd.read_csv(out.aggregate, sep="\t")
     row = agg[(agg.method == "a") & (agg.task == "t_mc") & (agg.metric == "acc")].iloc[0]
     assert row.n_seeds == 2 and row["mean"] == pytest.approx(0.6) and row["std"] == pytest.approx(0.1414214, rel=1e-5)

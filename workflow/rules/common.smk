@@ -72,9 +72,10 @@ def _fields(cls):
 
 
 def space_params(*extra):
-    """What autoqra.pipeline.common.search_space reads (ladders, quantizer map, HQQ group size and
-    axis), plus ``extra``."""
-    return config_keys("search_space", ("bits", "ranks", "quantizers", "group_size", "hqq_axis", *extra))
+    """What autoqra.pipeline.common.search_space reads (ladders, quantizer map, HQQ group size,
+    axis and metadata bits), plus ``extra``."""
+    return config_keys("search_space", ("bits", "ranks", "quantizers", "group_size", "hqq_axis", "meta_bits",
+                                        *extra))
 
 
 def search_params():

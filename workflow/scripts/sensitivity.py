@@ -17,7 +17,7 @@ settings = SensitivitySettings(**sm.params.settings, bits_ladder=tuple(space["bi
 low_quantizer = quantizer_map(space["quantizers"])[settings.resolved_low_bits]  # I_q probes the lowest rung
 rows, summary = cached_run_sensitivity(Path(sm.input.model), Path(sm.input.train).parent, sm.params.cache_dir,
                                        settings, quantizer=low_quantizer, group_size=space["group_size"],
-                                       hqq_axis=space["hqq_axis"])
+                                       hqq_axis=space["hqq_axis"], meta_bits=space.get("meta_bits", 16))
 write_priors(rows, sm.output.priors)
 atomic_write_json(sm.output.summary, summary)
 write_manifest(sm.output.manifest, "sensitivity", {"sensitivity": sm.params.settings, "space": space},

@@ -11,16 +11,16 @@ import numpy as np
 
 from autoqra.io import read_json
 from autoqra.memory import MemoryModel, ModelShape
-from autoqra.plan import DEFAULT_HQQ_AXIS
+from autoqra.plan import DEFAULT_HQQ_AXIS, DEFAULT_META_BITS
 from autoqra.search.space import SearchSpace
 
 
 def search_space(model_dir: str | os.PathLike, space_cfg: Mapping[str, Any], budget_json: str | os.PathLike) -> SearchSpace:
-    """The model's search space (the config's quantizer map, group size and HQQ axis) with the budget
+    """The model's search space (the config's quantizer map, group size, HQQ axis and metadata bits) with the budget
     resolved by rule memory_budget."""
     shape = ModelShape.from_path(model_dir)
     mm = MemoryModel(shape, space_cfg.get("quantizers"), space_cfg["group_size"],
-                     space_cfg.get("hqq_axis", DEFAULT_HQQ_AXIS))
+                     space_cfg.get("hqq_axis", DEFAULT_HQQ_AXIS), space_cfg.get("meta_bits", DEFAULT_META_BITS))
     budget = float(read_json(budget_json)["plan_bytes"])
     return SearchSpace.from_memory_model(mm, space_cfg["bits"], space_cfg["ranks"], budget)
 

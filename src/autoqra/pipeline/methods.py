@@ -82,7 +82,8 @@ def method_plan(spec: Mapping[str, Any], model_dir: str | os.PathLike, space_cfg
         plan = uniform_plan(space.n_blocks, 16, spec.get("rank") or space.ranks[0], "none", space.group_size)
     elif kind == "uniform":
         quantizer = spec.get("quantizer") or space.quantizers[spec["bits"]]
-        plan = uniform_plan(space.n_blocks, spec["bits"], spec["rank"], quantizer, space.group_size, space.hqq_axis)
+        plan = uniform_plan(space.n_blocks, spec["bits"], spec["rank"], quantizer, space.group_size, space.hqq_axis,
+                            space.meta_bits)
     elif kind == "sequential":
         if priors_tsv is None:
             raise ValueError(f"method {method!r}: plan kind 'sequential' needs the Stage-0 priors")

@@ -1,7 +1,8 @@
 """Tidy result tables (rule summarize) from the fine-tuning records, lm-eval outputs and searches:
 
 - ``results.tsv``: one row per (model, method, seed, task, metric) with the run's memory (GB,
-  analytic M(C) and measured bytes of the same part), average bits/rank, trainable parameters,
+  analytic M(C) and measured bytes of the same part), average bits/rank, stored bits per weight incl.
+  quantization metadata (``bits_stored``, from the memory model), trainable parameters,
   train time and throughput. An ``average`` task holds the mean of each task's main metric.
 - ``aggregate.tsv``: the same, mean and std over seeds.
 - ``docs.tsv``: every document's metric values of every run (from the lm-eval ``.docs.tsv`` files);
@@ -36,8 +37,8 @@ from autoqra.report.uncertainty import DOC_COLUMNS, N_BOOT, bootstrap_all
 
 GB = 1e9
 RUN_COLUMNS = ["memory_gb_analytic", "memory_gb_measured", "fixed_gb", "peak_train_gb", "peak_train_predicted_gb",
-               "quantizers", "avg_bits", "avg_rank", "trainable_params", "train_seconds", "tokens_per_s", "steps",
-               "plan_hash", "within_budget"]
+               "quantizers", "avg_bits", "bits_stored", "avg_rank", "trainable_params", "train_seconds", "tokens_per_s",
+               "steps", "plan_hash", "within_budget"]
 
 
 def main_metric(metrics: Sequence[str], task: str = "") -> str:
@@ -110,8 +111,9 @@ def run_rows(train_files: Sequence, lm_eval_files: Sequence, plan_files: Sequenc
                "memory_gb_measured": tr["memory_measured_bytes"] / GB, "fixed_gb": tr["fixed_bytes"] / GB,
                "peak_train_gb": tr["peak_train_bytes"] / GB,
                "peak_train_predicted_gb": (tr.get("peak_train_predicted_bytes") or float("nan")) / GB,
-               "quantizers": tr.get("quantizers"), "avg_bits": tr["avg_bits"], "avg_rank": tr["avg_rank"],
-               "trainable_params": tr["trainable_params"], "train_seconds": tr["train_seconds"],
+               "quantizers": tr.get("quantizers"), "avg_bits": tr["avg_bits"],
+               "bits_stored": tr.get("bits_per_weight_stored", float("nan")),  # NaN: a record from before #22
+               "avg_rank": tr["avg_rank"], "trainable_params": tr["trainable_params"], "train_seconds": tr["train_seconds"],
                "tokens_per_s": tr["tokens_per_s"], "steps": tr["steps"], "plan_hash": tr["plan_hash"],
                "within_budget": plan.get("meta", {}).get("within_budget")}
         head = {"model": model, "method": method, "group": spec.get("group", "baseline"),
@@ -139,8 +141,8 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=[*keys, "n_seeds", "mean", "std"])
     g = df.groupby(keys, sort=False, dropna=False)
     out = g["value"].agg(n_seeds="count", mean="mean", std="std").reset_index()
-    firsts = g[["memory_gb_analytic", "memory_gb_measured", "quantizers", "avg_bits", "avg_rank", "trainable_params",
-                "plan_hash", "within_budget"]].first().reset_index(drop=True)
+    firsts = g[["memory_gb_analytic", "memory_gb_measured", "quantizers", "avg_bits", "bits_stored", "avg_rank",
+                "trainable_params", "plan_hash", "within_budget"]].first().reset_index(drop=True)
     means = g[["train_seconds", "tokens_per_s", "peak_train_gb", "peak_train_predicted_gb"]].mean().reset_index(drop=True)
     return pd.concat([out, firsts, means], axis=1)
 

@@ -1,7 +1,8 @@
 """Quantizers. Each turns a dense weight into a dict of tensors (what the cache stores) and a dict
 of tensors back into a frozen layer that peft can wrap with LoRA.
 
-- ``hqq``: HQQ 2/3/4/8-bit, group-wise along ``axis``, fp16 scale and zero (what the memory model charges);
+- ``hqq``: HQQ 2/3/4/8-bit codes from HQQ's optimiser, group-wise along ``axis``, stored exactly packed
+  with fp16 or 8-bit scale and zero (``meta_bits``) in a :class:`~autoqra.quant.packed.PackedLinear`;
 - ``nf4``: bitsandbytes NF4 with double quantization (QLoRA), 4 bits;
 - ``int8``: bitsandbytes LLM.int8 (int8 weights, one fp32 scale per output row), 8 bits;
 - ``none``: the dense layer is kept (16-bit blocks).
@@ -16,40 +17,25 @@ from typing import Any
 
 import torch
 
-META_DTYPE = torch.float16  # HQQ scale/zero storage: the memory model charges 2 bytes each
 
-
-def hqq_quantize(weight: torch.Tensor, bits: int, group_size: int, axis: int) -> dict[str, torch.Tensor]:
-    """HQQ-quantize a (out, in) weight on its device; returns HQQLinear's safetensors-ready state."""
-    from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
-
+def hqq_quantize(weight: torch.Tensor, bits: int, group_size: int, axis: int,
+                 meta_bits: int = 16) -> dict[str, torch.Tensor]:
+    """HQQ-quantize a (out, in) weight on its device with HQQ's optimiser; the codes are stored
+    exactly packed (:mod:`autoqra.quant.packed`), with ``meta_bits``-bit scale and zero."""
     from autoqra.memory import ProjectionShape, hqq_layout_error
+    from autoqra.quant.packed import packed_state
 
     err = hqq_layout_error(ProjectionShape("weight", weight.shape[1], weight.shape[0]), bits, group_size, axis)
     if err:
         raise ValueError(err)
-    lin = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False, device=weight.device)
-    with torch.no_grad():
-        lin.weight.copy_(weight.float())
-    layer = HQQLinear(lin, BaseQuantizeConfig(nbits=bits, group_size=group_size, axis=axis), del_orig=True,
-                      compute_dtype=torch.float32, device=str(weight.device))
-    for key in ("scale", "zero"):
-        layer.meta[key] = layer.meta[key].to(META_DTYPE)
-    state = layer.state_dict()
-    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    return packed_state(weight, bits, group_size, axis, meta_bits)
 
 
 def hqq_layer(state: dict[str, torch.Tensor], device: str, compute_dtype: torch.dtype) -> torch.nn.Module:
-    """Rebuild a frozen HQQLinear from a cached state (no re-quantization)."""
-    from hqq.core.quantize import HQQLinear
+    """Rebuild a frozen :class:`~autoqra.quant.packed.PackedLinear` from a cached state."""
+    from autoqra.quant.packed import PackedLinear
 
-    layer = HQQLinear(None, quant_config=None, compute_dtype=compute_dtype, device=device, initialize=False)
-    layer.load_state_dict({k: v.clone() for k, v in state.items()})
-    for key in ("scale", "zero"):  # keep 16-bit storage; the matmul promotes to compute dtype
-        layer.meta[key] = layer.meta[key].to(device=device, dtype=META_DTYPE if compute_dtype == torch.float32
-                                             else compute_dtype)
-    layer.W_q.requires_grad_(False)
-    return layer
+    return PackedLinear(state, device=device, compute_dtype=compute_dtype)
 
 
 def bnb_quantize(weight: torch.Tensor, bits: int, blocksize: int = 64) -> dict[str, torch.Tensor]:
@@ -96,13 +82,15 @@ def bnb_layer(state: dict[str, torch.Tensor], bits: int, device: str, compute_dt
     return layer
 
 
-def quantize(weight: torch.Tensor, quantizer: str, bits: int, group_size: int, axis: int) -> dict[str, torch.Tensor]:
-    """The stored state of ``weight`` quantized by ``quantizer`` at ``bits``."""
+def quantize(weight: torch.Tensor, quantizer: str, bits: int, group_size: int, axis: int,
+             meta_bits: int = 16) -> dict[str, torch.Tensor]:
+    """The stored state of ``weight`` quantized by ``quantizer`` at ``bits`` (``meta_bits``: HQQ's
+    scale/zero precision)."""
     from autoqra.plan import check_quantizer
 
     check_quantizer(quantizer, bits, where="quantize")
     if quantizer == "hqq":
-        return hqq_quantize(weight, bits, group_size, axis)
+        return hqq_quantize(weight, bits, group_size, axis, meta_bits)
     if quantizer in ("nf4", "int8"):
         return bnb_quantize(weight, bits)
     raise ValueError(f"quantizer {quantizer!r} does not quantize")
@@ -115,7 +103,7 @@ def make_layer(state: dict[str, torch.Tensor], quantizer: str, bits: int, device
     return bnb_layer(state, bits, device, compute_dtype)
 
 
-LAYER_QUANTIZERS = {"HQQLinear": "hqq", "Linear4bit": "nf4", "Linear8bitLt": "int8"}
+LAYER_QUANTIZERS = {"PackedLinear": "hqq", "HQQLinear": "hqq", "Linear4bit": "nf4", "Linear8bitLt": "int8"}
 
 
 def layer_quantizer(layer: torch.nn.Module) -> str:
@@ -130,12 +118,25 @@ def layer_quantizer(layer: torch.nn.Module) -> str:
 
 def layer_hqq_axis(layer: torch.nn.Module) -> int | None:
     """The grouping axis of an HQQ layer (None for other layers)."""
-    return int(layer.meta["axis"]) if type(layer).__name__ == "HQQLinear" else None
+    name = type(layer).__name__
+    if name == "PackedLinear":
+        return layer.axis
+    return int(layer.meta["axis"]) if name == "HQQLinear" else None
+
+
+def layer_meta_bits(layer: torch.nn.Module) -> int | None:
+    """The scale/zero precision of an HQQ layer (None for other layers)."""
+    name = type(layer).__name__
+    if name == "PackedLinear":
+        return layer.meta_bits
+    return 16 if name == "HQQLinear" else None
 
 
 def layer_bits(layer: torch.nn.Module) -> int:
     """The bit-width a layer really stores its weights in (16 for dense layers)."""
     name = type(layer).__name__
+    if name == "PackedLinear":
+        return layer.bits
     if name == "HQQLinear":
         return int(layer.meta["nbits"])
     if name == "Linear4bit":
@@ -151,6 +152,8 @@ def stored_bytes(layer: torch.nn.Module) -> dict[str, Any]:
     """Bytes a projection's weights really occupy in their stored format: packed weights and quantization
     metadata, whatever ran on the layer before (bnb's CPU repack and int8 forwards move its state)."""
     name = type(layer).__name__
+    if name == "PackedLinear":
+        return layer.stored_bytes()
     if name == "HQQLinear":
         w = layer.W_q.numel() * layer.W_q.element_size()
         m = sum(layer.meta[k].numel() * 2 for k in ("scale", "zero"))  # stored in 16 bit
@@ -162,13 +165,18 @@ def stored_bytes(layer: torch.nn.Module) -> dict[str, Any]:
     return {"weights": layer.weight.numel() * layer.weight.element_size(), "quant_meta": 0}
 
 
-def _nf4_stored_bytes(weight: Any) -> dict[str, int]:
-    qs = weight.quant_state
-    data = weight.data
-    if nf4_cpu_packed(weight):  # measure the stored format: bnb's inverse on a copy (the layer is untouched)
-        from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+def _nf4_stored_state(weight: Any) -> tuple[torch.Tensor, Any]:
+    """(codes, QuantState) of an NF4 weight in the stored format; a weight bnb repacked for its CPU kernel is
+    converted back by bnb's inverse on a copy (the layer is untouched)."""
+    if not nf4_cpu_packed(weight):
+        return weight.data, weight.quant_state
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
 
-        data, qs = _convert_weight_packed_for_cpu_inverse(data.clone(), copy.copy(qs))
+    return _convert_weight_packed_for_cpu_inverse(weight.data.clone(), copy.copy(weight.quant_state))
+
+
+def _nf4_stored_bytes(weight: Any) -> dict[str, int]:
+    data, qs = _nf4_stored_state(weight)
     state2 = getattr(qs, "state2", None)  # bnb's QuantState raises AttributeError once state2 is gone
     # per-block constants; the 16- and 256-entry code tables are shared
     meta = sum(t.numel() * t.element_size() for t in (qs.absmax, getattr(state2, "absmax", None), qs.offset)
@@ -230,3 +238,25 @@ def keep_training_layout(model: torch.nn.Module) -> int:
     for m in switched:
         m.support_avx512bf16_for_cpu = False
     return len(switched)
+
+def dequantized_weight(layer: torch.nn.Module, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The dense (out, in) weight a frozen base layer computes with: packed HQQ, HQQLinear, NF4,
+    int8 or dense (peft LoRA wrappers are unwrapped to their base layer; the adapter is not added)."""
+    if hasattr(layer, "get_base_layer"):
+        layer = layer.get_base_layer()
+    name = type(layer).__name__
+    with torch.no_grad():
+        if name in ("PackedLinear", "HQQLinear"):
+            w = layer.dequantize()
+        elif name == "Linear4bit":
+            import bitsandbytes as bnb
+
+            w = bnb.functional.dequantize_4bit(*_nf4_stored_state(layer.weight))
+        elif name == "Linear8bitLt":
+            scb = int8_row_scales(layer)
+            w = layer.weight.data.float() * (scb.float().view(-1, 1) / 127.0)
+        elif isinstance(layer, torch.nn.Linear):
+            w = layer.weight
+        else:
+            raise TypeError(f"unexpected base layer type {name}")
+    return w.detach().to(dtype)

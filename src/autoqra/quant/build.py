@@ -21,6 +21,7 @@ from autoqra.plan import PROJECTIONS, Plan, projection_module
 from autoqra.quant.backends import (
     layer_bits,
     layer_hqq_axis,
+    layer_meta_bits,
     layer_quantizer,
     make_layer,
     quantize,
@@ -55,10 +56,12 @@ class BuiltModel:
 def _lora_config(plan: Plan, alpha_per_rank: float, dropout: float):
     from peft import LoraConfig
 
+    from autoqra.quant.packed_lora import register
+
     r0 = plan.ranks[0]
-    return LoraConfig(r=r0, lora_alpha=alpha_per_rank * r0, lora_dropout=dropout, bias="none",
+    return register(LoraConfig(r=r0, lora_alpha=alpha_per_rank * r0, lora_dropout=dropout, bias="none",
                       target_modules=list(PROJECTIONS), rank_pattern=plan.rank_pattern(),
-                      alpha_pattern=plan.alpha_pattern(alpha_per_rank), task_type="CAUSAL_LM")
+                      alpha_pattern=plan.alpha_pattern(alpha_per_rank), task_type="CAUSAL_LM"))
 
 
 def quantize_base(base: BaseModel, plan: Plan, cache: QuantCache) -> Any:
@@ -69,7 +72,7 @@ def quantize_base(base: BaseModel, plan: Plan, cache: QuantCache) -> Any:
     """
     memo = {id(t): t for t in [*base.model.parameters(), *base.model.buffers()]}
     model = copy.deepcopy(base.model, memo)
-    compute, g, axis = base.dtype, plan.group_size, plan.hqq_axis
+    compute, g, axis, mb = base.dtype, plan.group_size, plan.hqq_axis, plan.meta_bits
     for block, (bits, q) in enumerate(zip(plan.bits, plan.quantizers, strict=True)):
         if q == "none":
             continue
@@ -77,8 +80,7 @@ def quantize_base(base: BaseModel, plan: Plan, cache: QuantCache) -> Any:
             path = projection_module(block, proj)
             parent_path, name = path.rsplit(".", 1)
             dense = model.get_submodule(path)
-            state = cache.get_or_create(q, g, axis, bits, block, proj,
-                                        lambda w=dense.weight, b=bits, q=q: quantize(w.detach(), q, b, g, axis))
+            state = _cached_state(cache, dense.weight, q, g, axis, bits, block, proj, mb)
             layer = make_layer(state, q, bits, base.device, compute)
             if dense.bias is not None:
                 layer.bias = dense.bias
@@ -89,6 +91,21 @@ def quantize_base(base: BaseModel, plan: Plan, cache: QuantCache) -> Any:
     if "int8" in plan.quantizers:
         model.is_loaded_in_8bit = True
     return model
+
+
+def _cached_state(cache: QuantCache, weight: torch.Tensor, q: str, g: int, axis: int, bits: int, block: int,
+                  proj: str, meta_bits: int) -> dict[str, torch.Tensor]:
+    """The cached state of one projection; 8-bit HQQ metadata is derived from the 16-bit entry (same
+    codes, so HQQ's optimiser runs once per (block, bits) whatever the metadata precision)."""
+    from autoqra.quant.packed import with_meta_bits
+
+    def make16():
+        return quantize(weight.detach(), q, bits, g, axis)
+
+    if q != "hqq" or meta_bits == 16:
+        return cache.get_or_create(q, g, axis, bits, block, proj, make16)
+    return cache.get_or_create(q, g, axis, bits, block, proj, meta_bits=meta_bits, make=lambda: with_meta_bits(
+        cache.get_or_create(q, g, axis, bits, block, proj, make16), meta_bits))
 
 
 def verify(model: Any, plan: Plan, alpha_per_rank: float) -> dict[str, Any]:
@@ -114,6 +131,8 @@ def verify(model: Any, plan: Plan, alpha_per_rank: float) -> dict[str, Any]:
                 wrong.append(f"{path}: quantizer {layer_quantizer(base_layer)}, plan says {q}")
             elif q == "hqq" and layer_hqq_axis(base_layer) != plan.hqq_axis:
                 wrong.append(f"{path}: HQQ axis {layer_hqq_axis(base_layer)}, plan says {plan.hqq_axis}")
+            elif q == "hqq" and layer_meta_bits(base_layer) != plan.meta_bits:
+                wrong.append(f"{path}: HQQ metadata in {layer_meta_bits(base_layer)} bits, plan says {plan.meta_bits}")
             if got_rank != rank or mod.lora_A["default"].out_features != rank:
                 wrong.append(f"{path}: rank {got_rank}, plan says {rank}")
             if abs(scale - alpha_per_rank) > 1e-6:  # α = alpha_per_rank·r ⇒ scaling α/r is constant
@@ -131,6 +150,8 @@ def verify(model: Any, plan: Plan, alpha_per_rank: float) -> dict[str, Any]:
 
 
 def _numel(layer: Any) -> int:
+    if type(layer).__name__ == "PackedLinear":
+        return layer.in_features * layer.out_features
     if type(layer).__name__ == "HQQLinear":
         return int(layer.meta["shape"][0] * layer.meta["shape"][1])
     return int(layer.in_features * layer.out_features)

@@ -2,7 +2,7 @@
 and for HQQ group size and axis) is quantized once and every later plan only loads ready tensors.
 
 Layout: ``<root>/quant/<base_id>/<variant>-b<bits>-v<format>/<block>.<proj>.safetensors`` with
-``<variant>`` = ``hqq-g<group>-a<axis>``, ``nf4`` or ``int8`` (bitsandbytes ignores group and axis). The base
+``<variant>`` = ``hqq-g<group>-a<axis>-m<meta_bits>``, ``nf4`` or ``int8`` (bitsandbytes ignores group and axis). The base
 id is a hash of the base model's weight files, so a changed base model never reuses stale entries.
 Writes are atomic (temp file + rename); concurrent writers of the same entry are harmless.
 """
@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from autoqra.errors import ModelError
 
-QUANT_FORMAT = 1  # bump when the stored layout changes
+QUANT_FORMAT = 2  # bump when the stored layout changes (2: exactly packed HQQ codes, meta_bits in the key)
 
 
 def base_sha(model_dir: str | os.PathLike) -> str:
@@ -50,14 +50,15 @@ class QuantCache:
         self.hits = 0
         self.misses = 0
 
-    def path(self, quantizer: str, group_size: int, axis: int, bits: int, block: int, proj: str) -> Path:
-        variant = f"hqq-g{group_size}-a{axis}" if quantizer == "hqq" else quantizer
+    def path(self, quantizer: str, group_size: int, axis: int, bits: int, block: int, proj: str,
+             meta_bits: int = 16) -> Path:
+        variant = f"hqq-g{group_size}-a{axis}-m{meta_bits}" if quantizer == "hqq" else quantizer
         return self.root / f"{variant}-b{bits}-v{QUANT_FORMAT}" / f"{block}.{proj}.safetensors"
 
     def get_or_create(self, quantizer: str, group_size: int, axis: int, bits: int, block: int, proj: str,
-                      make) -> dict[str, torch.Tensor]:
+                      make, meta_bits: int = 16) -> dict[str, torch.Tensor]:
         """The cached state, or ``make()``'s result after storing it."""
-        p = self.path(quantizer, group_size, axis, bits, block, proj)
+        p = self.path(quantizer, group_size, axis, bits, block, proj, meta_bits)
         if p.is_file():
             try:
                 state = load_file(str(p))

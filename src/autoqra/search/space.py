@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from autoqra.errors import PlanError
-from autoqra.plan import DEFAULT_HQQ_AXIS, Plan, quantizer_map, quantizers_for
+from autoqra.plan import DEFAULT_HQQ_AXIS, DEFAULT_META_BITS, Plan, quantizer_map, quantizers_for
 
 Genome = np.ndarray  # int64, shape (2, n_blocks)
 EPS = 1e-6
@@ -23,7 +23,7 @@ EPS = 1e-6
 class SearchSpace:
     """Ladders, the per-block cost table ``cost[ℓ, i_bits, i_rank]`` (bytes) and the budget (bytes),
     plus how plans of the space are quantized: each rung's quantizer (``quantizers``, a map
-    bit-width -> quantizer), the HQQ group size and axis."""
+    bit-width -> quantizer), the HQQ group size, axis and metadata precision."""
 
     bits: tuple[int, ...]
     ranks: tuple[int, ...]
@@ -32,6 +32,7 @@ class SearchSpace:
     quantizers: Mapping[int, str] = field(default_factory=quantizer_map)
     group_size: int = 128
     hqq_axis: int = DEFAULT_HQQ_AXIS
+    meta_bits: int = DEFAULT_META_BITS
 
     @classmethod
     def from_memory_model(cls, mm, bits: Sequence[int], ranks: Sequence[int], budget: float) -> SearchSpace:
@@ -39,7 +40,8 @@ class SearchSpace:
         bits, ranks = tuple(sorted(bits)), tuple(sorted(ranks))
         table = np.array([[mm.block_cost(b, r)["total"] for r in ranks] for b in bits])
         cost = np.broadcast_to(table, (mm.shape.n_blocks, *table.shape)).copy()
-        return cls(bits, ranks, cost, float(budget), dict(mm.quantizers), mm.group_size, mm.hqq_axis)
+        return cls(bits, ranks, cost, float(budget), dict(mm.quantizers), mm.group_size, mm.hqq_axis,
+                   mm.meta_bits)
 
     @property
     def n_blocks(self) -> int:
@@ -63,7 +65,7 @@ class SearchSpace:
         """The plan of a genome: each block takes its rung's quantizer."""
         bits = tuple(self.bits[i] for i in g[0])
         return Plan(bits, tuple(self.ranks[i] for i in g[1]), quantizers_for(bits, self.quantizers),
-                    self.group_size, self.hqq_axis, meta=meta or {})
+                    self.group_size, self.hqq_axis, meta=meta or {}, meta_bits=self.meta_bits)
 
     def from_plan(self, plan: Plan) -> Genome:
         """The genome of a plan of this space; PlanError when the plan lies outside it (values off the
@@ -75,9 +77,11 @@ class SearchSpace:
         if plan.quantizers != quantizers_for(plan.bits, self.quantizers):
             raise PlanError(f"plan {plan.hash}: quantizers {sorted(set(plan.quantizers))} differ from this space's "
                             f"map {dict(self.quantizers)}")
-        if "hqq" in plan.quantizers and (plan.group_size, plan.hqq_axis) != (self.group_size, self.hqq_axis):
-            raise PlanError(f"plan {plan.hash}: HQQ group {plan.group_size} axis {plan.hqq_axis}; this space uses "
-                            f"group {self.group_size} axis {self.hqq_axis}")
+        if "hqq" in plan.quantizers and ((plan.group_size, plan.hqq_axis, plan.meta_bits)
+                                         != (self.group_size, self.hqq_axis, self.meta_bits)):
+            raise PlanError(f"plan {plan.hash}: HQQ group {plan.group_size} axis {plan.hqq_axis} meta_bits "
+                            f"{plan.meta_bits}; this space uses group {self.group_size} axis {self.hqq_axis} "
+                            f"meta_bits {self.meta_bits}")
         return np.array([[self.bits.index(b) for b in plan.bits], [self.ranks.index(r) for r in plan.ranks]])
 
     def contains(self, plan: Plan) -> bool:

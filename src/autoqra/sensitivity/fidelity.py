@@ -40,10 +40,10 @@ def logit_chunk_tokens(vocab_size: int) -> int:
 
 
 def probe_plan(n_blocks: int, low_bits: int, quantizer: str, group_size: int,
-               hqq_axis: int = DEFAULT_HQQ_AXIS) -> Plan:
+               hqq_axis: int = DEFAULT_HQQ_AXIS, meta_bits: int = 16) -> Plan:
     """The quantized probe: every block at ``low_bits`` with the lowest rung's quantizer (each probe
     swaps one of them into the base)."""
-    return Plan.uniform(n_blocks, low_bits, 1, quantizer, group_size, hqq_axis)
+    return Plan.uniform(n_blocks, low_bits, 1, quantizer, group_size, hqq_axis, meta_bits)
 
 
 def jsd_from_logits(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -118,7 +118,8 @@ def check_head(model: Any, ids: torch.Tensor) -> None:
 @torch.no_grad()
 def fidelity_sensitivity(base: BaseModel, cache: QuantCache, settings: SensitivitySettings, quantizer: str,
                          group_size: int, calib: torch.Tensor | None = None,
-                         records: list[dict] | None = None, hqq_axis: int = DEFAULT_HQQ_AXIS) -> np.ndarray:
+                         records: list[dict] | None = None, hqq_axis: int = DEFAULT_HQQ_AXIS,
+                         meta_bits: int = 16) -> np.ndarray:
     """Raw ``I_q``: mean per-token JSD between the 16-bit base and the base with block ℓ alone at low bits.
 
     Blocks before ℓ are identical in both models, so each probe starts from block ℓ's input
@@ -131,7 +132,7 @@ def fidelity_sensitivity(base: BaseModel, cache: QuantCache, settings: Sensitivi
     if calib is None:
         calib = calibration_ids(base.tokenizer, settings, records)
     bs, n, dev = settings.calib_batch_size, base.n_blocks, base.device
-    probe = quantize_base(base, probe_plan(n, low, quantizer, group_size, hqq_axis), cache)
+    probe = quantize_base(base, probe_plan(n, low, quantizer, group_size, hqq_axis, meta_bits), cache)
     low_layers, base_layers = list(_inner(probe).layers), list(_inner(base.model).layers)
     head = base.model.get_output_embeddings()
     chunk = logit_chunk_tokens(head.weight.shape[0])

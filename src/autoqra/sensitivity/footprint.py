@@ -55,14 +55,14 @@ def _saved_per_token(shape: ModelShape, d: int, r_max: int) -> float:
 
 
 def stage0_footprint(shape: ModelShape, settings: SensitivitySettings, quantizer: str, group_size: int,
-                     device: str, hqq_axis: int = DEFAULT_HQQ_AXIS) -> dict[str, Any]:
+                     device: str, hqq_axis: int = DEFAULT_HQQ_AXIS, meta_bits: int = 16) -> dict[str, Any]:
     """Peak bytes of Stage 0 on ``device`` ("cuda..." or "cpu"), by part and phase."""
     cuda = str(device).startswith("cuda")
     d = 2 if cuda else 4  # autoqra.models.resolve_dtype: bf16 on CUDA, fp32 on CPU
     n, h, v = shape.n_blocks, shape.hidden_size, shape.vocab_size
     params = n * shape.block_weight_params + sum(shape.fixed_params.values())
     weights = params * d
-    low = MemoryModel(shape, None, group_size, hqq_axis).block_cost(settings.resolved_low_bits, 0, quantizer)
+    low = MemoryModel(shape, None, group_size, hqq_axis, meta_bits).block_cost(settings.resolved_low_bits, 0, quantizer)
     probe = n * (low["weights"] + low["quant_meta"])
 
     b, seq = settings.calib_batch_size, settings.calib_len
