@@ -20,6 +20,7 @@ from autoqra.plan import PROJECTIONS, Plan, projection_module  # noqa: E402
 from autoqra.quant import BaseModel, build, load, save_adapter, verify  # noqa: E402
 from autoqra.quant.backends import (  # noqa: E402
     bnb_nf4_layers,
+    dequantized_weight,
     enable_cpu_inference_kernel,
     keep_training_layout,
     nf4_cpu_packed,
@@ -122,11 +123,13 @@ def test_training_step_after_an_evaluation_has_the_same_lora_gradients(base, cac
 def test_stored_bytes_after_an_evaluation_equal_the_bytes_before(base, cache, name):
     built = _build(base, cache, PLANS[name])
     before = {k: stored_bytes(m) for k, m in _layers(built).items()}
+    dense = {k: dequantized_weight(m) for k, m in _layers(built).items()}
     held = held_tensor_bytes(built.model)
     _evaluate(built.model)
     _lora_grads(built.model)  # a training forward too (bnb int8 moves its row scales at the first forward)
     built.model.zero_grad(set_to_none=True)
     assert {k: stored_bytes(m) for k, m in _layers(built).items()} == before
+    assert all(torch.equal(dequantized_weight(m), dense[k]) for k, m in _layers(built).items())
     assert held_tensor_bytes(built.model) == held
     assert verify(built.model, built.plan, 2.0) == {k: built.info[k] for k in
                                                      ("stored_bytes_by_bits", "stored_bytes_by_quantizer")}
@@ -137,9 +140,12 @@ def test_stored_bytes_of_a_repacked_nf4_layer_are_the_stored_formats(base, cache
     the stored format's bytes, and training refuses it instead of silently passing no gradient."""
     built = _build(base, cache, PLANS["nf4"])
     before = {k: stored_bytes(m) for k, m in _layers(built).items()}
+    dense = {k: dequantized_weight(m) for k, m in _layers(built).items()}
     _repack_like_bnb(built.model)
     assert all(nf4_cpu_packed(m) for m in _layers(built).values())
     assert {k: stored_bytes(m) for k, m in _layers(built).items()} == before
+    for k, m in _layers(built).items():  # bnb's inverse: absmax went through bf16 (0.4 % relative)
+        torch.testing.assert_close(dequantized_weight(m), dense[k], rtol=0, atol=0.01 * dense[k].abs().max().item())
     assert all(nf4_cpu_packed(m) for m in _layers(built).values())  # measuring converts nothing back
     assert held_tensor_bytes(built.model) > 0
     with pytest.raises(ValueError, match=r"28 NF4 layer\(s\).*CPU inference layout.*build it again to train"):
