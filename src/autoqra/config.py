@@ -142,6 +142,7 @@ def check_semantics(cfg: dict, base_dir: Path) -> None:
         if has_steps == has_frac or (has_frac and not ("data_fraction" in fid and "epochs" in fid)):
             raise ConfigError(f"config key 'fidelities.{name}': give either 'steps' or both 'data_fraction' "
                               f"and 'epochs', got {sorted(fid)}")
+    _check_fidelity_order(cfg)
     src = cfg["sensitivity"]["calib_source"]
     if src != "data" and not _resolve(src, base_dir).is_file():
         raise ConfigError(f"config key 'sensitivity.calib_source': {src} is neither 'data' nor an existing text file")
@@ -174,6 +175,24 @@ def check_semantics(cfg: dict, base_dir: Path) -> None:
             raise ConfigError(f"config key 'search_space.group_size': HQQ cannot store {key}'s projections with "
                               f"group size {space['group_size']} and axis {space['hqq_axis']}: {errors[0]}")
         resolve_budget(bud, mm, ladders)
+
+
+def _check_fidelity_order(cfg: dict) -> None:
+    """The high fidelity must train more than the low one: more steps, or a larger data_fraction x epochs; a
+    step budget against a data budget in examples seen (needs data.n_train, else it waits for the data)."""
+    fids, tr, n_train = cfg["fidelities"], cfg["training"], cfg["data"].get("n_train")
+    mixed = ("steps" in fids["lf"]) != ("steps" in fids["hf"])
+
+    def examples(f: Mapping[str, Any]) -> float:  # n_train cancels between two data budgets
+        if "steps" in f:
+            return f["steps"] * tr["batch_size"] * tr["grad_accum"]
+        return (n_train or 1) * f["data_fraction"] * f["epochs"]
+
+    if (n_train is not None or not mixed) and examples(fids["hf"]) <= examples(fids["lf"]):
+        raise ConfigError(f"config key 'fidelities.hf': the high fidelity must train more than fidelities.lf (more "
+                          f"steps, or a larger data_fraction x epochs), got hf {dict(fids['hf'])}, lf {dict(fids['lf'])}"
+                          + (" (compared in examples: steps x training.batch_size x grad_accum vs data.n_train x "
+                             "data_fraction x epochs)" if mixed else ""))
 
 
 def _check_quantizers(cfg: dict) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from autoqra.data import IGNORE_INDEX, collate, tokenize_example
+from autoqra.quant.backends import keep_training_layout
 from autoqra.schedule import DivergenceGuard, lr_factor
 from autoqra.train_memory import SavedActivations, held_tensor_bytes, storage_ptrs
 
@@ -211,6 +212,7 @@ def train_lora(model: Any, tokenizer: Any, records: Sequence[Mapping[str, Any]],
     divergence or CUDA OOM."""
     from tqdm.auto import tqdm
 
+    keep_training_layout(model)  # NF4 layers never enter bnb's CPU inference layout (no input gradient)
     params = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in params)
     assert n_trainable > 0, "model has no trainable parameters (expected LoRA adapters)"

@@ -12,7 +12,8 @@ import torch
 
 def held_tensor_bytes(model: Any, optimizer: torch.optim.Optimizer | None = None) -> int:
     """Bytes of every tensor the model holds (parameters, buffers, grads, HQQ/bnb quantization
-    metadata that lives outside ``parameters()``) plus optimizer state; shared storage counted once."""
+    metadata that lives outside ``parameters()``, wherever bitsandbytes moved it) plus optimizer state;
+    shared storage counted once."""
     seen: set[int] = set()
     total = 0
 
@@ -29,11 +30,13 @@ def held_tensor_bytes(model: Any, optimizer: torch.optim.Optimizer | None = None
     for p in model.parameters():
         add(p)
         add(p.grad)
-        qs = getattr(p, "quant_state", None)  # bnb Params4bit keeps absmax/code here
+        qs = getattr(p, "quant_state", None)  # bnb Params4bit keeps absmax/code/offset here
         if qs is not None:
-            for t in (qs.absmax, qs.code, getattr(qs.state2, "absmax", None), getattr(qs.state2, "code", None)):
+            state2 = getattr(qs, "state2", None)  # absent after bnb's CPU repack (QuantState raises, not None)
+            for t in (qs.absmax, qs.code, getattr(qs, "offset", None), getattr(state2, "absmax", None),
+                      getattr(state2, "code", None)):
                 add(t)
-        add(getattr(p, "SCB", None))  # bnb int8 row scales
+        add(getattr(p, "SCB", None))  # bnb int8 row scales, until the layer's first forward
     for b in model.buffers():
         add(b)
     for m in model.modules():
@@ -41,6 +44,10 @@ def held_tensor_bytes(model: Any, optimizer: torch.optim.Optimizer | None = None
         if isinstance(meta, dict):
             for v in meta.values():
                 add(v)
+        if type(m).__name__ in ("Linear8bitLt", "Int8WeightOnlyLinear") and hasattr(m, "state"):
+            # after its first forward, the layer keeps its int8 codes and row scales here
+            add(getattr(m.state, "CB", None))
+            add(getattr(m.state, "SCB", None))
     if optimizer is not None:
         for state in optimizer.state.values():
             for v in state.values():

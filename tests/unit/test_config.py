@@ -133,3 +133,25 @@ def test_yaml_errors_name_the_file(tmp_path):
         load_config(f)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "none.yaml")
+
+
+@pytest.mark.parametrize("lf,hf,ok", [
+    ({"steps": 10}, {"steps": 2}, False),  # issue #27: accepted before
+    ({"steps": 5}, {"steps": 5}, False),
+    ({"steps": 2}, {"steps": 5}, True),
+    ({"data_fraction": 0.2, "epochs": 0.5}, {"data_fraction": 0.05, "epochs": 0.1}, False),
+    ({"data_fraction": 0.05, "epochs": 0.1}, {"data_fraction": 0.2, "epochs": 0.5}, True),
+    ({"data_fraction": 0.5, "epochs": 1}, {"data_fraction": 0.25, "epochs": 4}, True),  # fewer data, more epochs
+    # mixed: examples seen, 4 per step, micro's n_train = 400
+    ({"steps": 60}, {"data_fraction": 0.5, "epochs": 1}, False),
+    ({"steps": 10}, {"data_fraction": 0.5, "epochs": 1}, True),
+    ({"data_fraction": 0.5, "epochs": 1}, {"steps": 10}, False),
+])
+def test_high_fidelity_must_train_more_than_low(lf, hf, ok):
+    cfg = mutate("fidelities", {"lf": lf, "hf": hf})
+    assert MICRO["data"]["n_train"] == 400 and MICRO["training"]["batch_size"] == 4
+    if ok:
+        validate_config(cfg, base_dir=ROOT)
+        return
+    with pytest.raises(ConfigError, match=r"'fidelities.hf': the high fidelity must train more than fidelities.lf"):
+        validate_config(cfg, base_dir=ROOT)

@@ -14,6 +14,7 @@ hqq and bitsandbytes are imported lazily so the package imports without them.
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import Any
 
@@ -73,6 +74,11 @@ def bnb_layer(state: dict[str, torch.Tensor], bits: int, device: str, compute_dt
                                   device="meta")
         layer.weight = bnb.nn.Params4bit.from_prequantized(data=state["weight"].clone(), quantized_stats=stats,
                                                             requires_grad=False, device=device)
+        # bitsandbytes (0.50.2) repacks an NF4 weight in place at its first eval-mode forward on a CPU with
+        # AVX512-BF16. The repacked layer passes no gradient to its input (LoRA training after an evaluation is
+        # silently wrong) and bnb's inverse is lossy (absmax goes through bf16): a layer that may train never
+        # enters it. Scoring-only processes may opt in with enable_cpu_inference_kernel.
+        layer.support_avx512bf16_for_cpu = False
         return layer
     layer = int8_linear_class()(in_f, out_f, bias=False, has_fp16_weights=False, threshold=0.0, device="meta")
     w = bnb.nn.Int8Params(state["weight"].clone().to(device), requires_grad=False, has_fp16_weights=False)
@@ -187,7 +193,8 @@ def layer_bits(layer: torch.nn.Module) -> int:
 
 
 def stored_bytes(layer: torch.nn.Module) -> dict[str, Any]:
-    """Bytes a projection's weights really occupy: packed weights and quantization metadata."""
+    """Bytes a projection's weights really occupy in their stored format: packed weights and quantization
+    metadata, whatever ran on the layer before (bnb's CPU repack and int8 forwards move its state)."""
     name = type(layer).__name__
     if name == "PackedLinear":
         return layer.stored_bytes()
@@ -196,15 +203,85 @@ def stored_bytes(layer: torch.nn.Module) -> dict[str, Any]:
         m = sum(layer.meta[k].numel() * 2 for k in ("scale", "zero"))  # stored in 16 bit
         return {"weights": w, "quant_meta": m}
     if name == "Linear4bit":
-        qs = layer.weight.quant_state  # per-block constants; the 16- and 256-entry code tables are shared
-        meta = sum(t.numel() * t.element_size() for t in (qs.absmax, qs.state2.absmax, qs.offset)
-                   if isinstance(t, torch.Tensor))
-        return {"weights": layer.weight.numel() * layer.weight.element_size(), "quant_meta": meta}
+        return _nf4_stored_bytes(layer.weight)
     if name in ("Linear8bitLt", "Int8WeightOnlyLinear"):
-        scb = layer.weight.SCB if layer.weight.SCB is not None else layer.state.SCB
-        return {"weights": layer.weight.numel(), "quant_meta": scb.numel() * 4}
+        return {"weights": layer.weight.numel(), "quant_meta": int8_row_scales(layer).numel() * 4}
     return {"weights": layer.weight.numel() * layer.weight.element_size(), "quant_meta": 0}
 
+
+def _nf4_stored_state(weight: Any) -> tuple[torch.Tensor, Any]:
+    """(codes, QuantState) of an NF4 weight in the stored format; a weight bnb repacked for its CPU kernel is
+    converted back by bnb's inverse on a copy (the layer is untouched)."""
+    if not nf4_cpu_packed(weight):
+        return weight.data, weight.quant_state
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+    return _convert_weight_packed_for_cpu_inverse(weight.data.clone(), copy.copy(weight.quant_state))
+
+
+def _nf4_stored_bytes(weight: Any) -> dict[str, int]:
+    data, qs = _nf4_stored_state(weight)
+    state2 = getattr(qs, "state2", None)  # bnb's QuantState raises AttributeError once state2 is gone
+    # per-block constants; the 16- and 256-entry code tables are shared
+    meta = sum(t.numel() * t.element_size() for t in (qs.absmax, getattr(state2, "absmax", None), qs.offset)
+               if isinstance(t, torch.Tensor))
+    return {"weights": data.numel() * data.element_size(), "quant_meta": meta}
+
+
+def int8_row_scales(layer: torch.nn.Module) -> torch.Tensor:
+    """A bnb Linear8bitLt's per-row scales: on the weight until its first forward, then in ``layer.state``."""
+    scb = getattr(layer.weight, "SCB", None)
+    scb = scb if scb is not None else getattr(getattr(layer, "state", None), "SCB", None)
+    if scb is None:
+        raise TypeError(f"{type(layer).__name__} holds no int8 row scales (SCB): is it quantized?")
+    return scb
+
+
+def nf4_cpu_packed(obj: Any) -> bool:
+    """Whether a bnb Linear4bit (or its weight) is in bitsandbytes' CPU inference layout."""
+    weight = getattr(obj, "weight", obj)
+    return bool(getattr(getattr(weight, "quant_state", None), "packing_format_for_cpu", False))
+
+
+def bnb_nf4_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """(name, layer) of every bitsandbytes Linear4bit in ``model`` (not peft's LoRA wrappers of the same name)."""
+    return [(n, m) for n, m in model.named_modules()
+            if type(m).__name__ == "Linear4bit" and type(m).__module__.startswith("bitsandbytes")]
+
+
+def enable_cpu_inference_kernel(model: torch.nn.Module) -> int:
+    """Scoring-only processes: let bitsandbytes repack this model's NF4 layers for its CPU inference kernel
+    at their next eval-mode forward (where the CPU has AVX512-BF16). The model must never train afterwards:
+    :func:`keep_training_layout` (called by ``train_lora``) refuses it. Returns the number of layers switched.
+
+    Not used by the pipeline: on SmolLM2-135M (benchmarks/results/nf4_cpu_kernel_cpu.json, one thread) the
+    kernel made batched scoring slower (0.70x validation loss, 0.79x general text) and only batch-1 greedy
+    generation faster (2.2x), and it moves losses by +0.001-0.002 nats/token, differently on CPUs without it."""
+    layers = [m for _, m in bnb_nf4_layers(model)]
+    if layers:
+        from bitsandbytes.functional import has_avx512bf16
+
+        for m in layers:
+            m.support_avx512bf16_for_cpu = bool(has_avx512bf16())
+            m.autoqra_scoring_only = True
+    return len(layers)
+
+
+def keep_training_layout(model: torch.nn.Module) -> int:
+    """Before training: keep every NF4 layer of ``model`` out of bitsandbytes' CPU inference layout from now on
+    (layers built by autoqra already are; a bnb model from elsewhere is switched). ValueError if a layer is in that
+    layout already or was prepared for scoring only: it passes no gradient to its input, and bnb's inverse
+    conversion does not restore the stored weights (absmax went through bf16). Returns the layers switched."""
+    layers = bnb_nf4_layers(model)
+    bad = [n for n, m in layers if nf4_cpu_packed(m) or getattr(m, "autoqra_scoring_only", False)]
+    if bad:
+        raise ValueError(f"{len(bad)} NF4 layer(s) (first: {bad[0]}) are in bitsandbytes' CPU inference layout "
+                         "(or prepared for it by enable_cpu_inference_kernel), which passes no gradient to the "
+                         "layer's input: this model is for scoring only; build it again to train")
+    switched = [m for _, m in layers if getattr(m, "support_avx512bf16_for_cpu", False)]
+    for m in switched:
+        m.support_avx512bf16_for_cpu = False
+    return len(switched)
 
 def dequantized_weight(layer: torch.nn.Module, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The dense (out, in) weight a frozen base layer computes with: packed HQQ, HQQLinear, NF4,
@@ -218,10 +295,9 @@ def dequantized_weight(layer: torch.nn.Module, dtype: torch.dtype = torch.float3
         elif name == "Linear4bit":
             import bitsandbytes as bnb
 
-            w = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state)
+            w = bnb.functional.dequantize_4bit(*_nf4_stored_state(layer.weight))
         elif name in ("Linear8bitLt", "Int8WeightOnlyLinear"):
-            scb = layer.weight.SCB if layer.weight.SCB is not None else layer.state.SCB
-            w = int8_dequantize(layer.weight.data, scb, torch.float32)
+            w = int8_dequantize(layer.weight.data, int8_row_scales(layer), torch.float32)
         elif isinstance(layer, torch.nn.Linear):
             w = layer.weight
         else:
