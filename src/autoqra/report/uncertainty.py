@@ -156,12 +156,24 @@ def bootstrap_model(docs: pd.DataFrame, reference: str | None, *, extra: Mapping
     return pd.DataFrame(rows, columns=UNCERTAINTY_COLUMNS)
 
 
-def bootstrap_all(docs: pd.DataFrame, references: Mapping[str, str | None], **kwargs) -> pd.DataFrame:
-    """``bootstrap_model`` for every model of ``docs`` with its reference method (``references[model]``)."""
-    frames = [bootstrap_model(sub, references.get(model), **kwargs) for model, sub in docs.groupby("model", sort=True)]
+def bootstrap_all(docs: pd.DataFrame, references: Mapping[str, str | None],
+                  plan_hashes: Mapping[str, Mapping[str, str]] | None = None, **kwargs) -> pd.DataFrame:
+    """``bootstrap_model`` for every model of ``docs`` with its reference method (``references[model]``)
+    and its methods' plan hashes (``plan_hashes[model]``, e.g. from ``plan_hashes_of(aggregate)``)."""
+    frames = [bootstrap_model(sub, references.get(model), plan_hashes=(plan_hashes or {}).get(model), **kwargs)
+              for model, sub in docs.groupby("model", sort=True)]
     if not frames:
         return pd.DataFrame(columns=UNCERTAINTY_COLUMNS)
     return pd.concat(frames, ignore_index=True)
+
+
+def plan_hashes_of(table: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """{model: {method: plan hash}} from a results/aggregate table with a ``plan_hash`` column."""
+    if "plan_hash" not in table.columns:
+        return {}
+    ok = table.dropna(subset=["plan_hash"])
+    return {str(m): {str(k): str(v) for k, v in sub.groupby("method")["plan_hash"].first().items()}
+            for m, sub in ok.groupby("model")}
 
 
 def paired_difference(a: TaskData, b: TaskData, n_boot: int = N_BOOT, seed: int = 0,
