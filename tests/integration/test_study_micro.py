@@ -3,6 +3,7 @@
 
 import json
 import os
+import shutil
 
 import pandas as pd
 import pytest
@@ -58,7 +59,6 @@ def test_study_runs_both_budgets_and_combines(tmp_path, monkeypatch):
     assert (out / "b4/results/methods/micro/autoqra/plan.json").is_file()
     # redrawing the tables from the copied raw data alone keeps the wall times the full run measured
     tables = (out / "table1_main.csv").read_text()
-    import shutil
     shutil.rmtree(work)
     again = run_study(path, cores=2, root=ROOT, combine_only=True)
     assert (out / "table1_main.csv").read_text() == tables
