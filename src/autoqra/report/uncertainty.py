@@ -95,21 +95,11 @@ def _seed_note(a: Estimate, b: Estimate | None = None) -> str:
     return "seeds + documents"
 
 
-def bootstrap_model(docs: pd.DataFrame, reference: str | None, *, extra: Mapping[str, Sequence[str]] | None = None,
-                    n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL,
-                    plan_hashes: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """Intervals for every method of one model (``docs``: DOC_COLUMNS rows of that model).
-
-    Rows per method: each task's main metric (and ``extra[task]`` metrics), and ``average``
-    (metric ``main``) over the higher-is-better tasks; ``delta*`` = method − ``reference``
-    (missing for the reference itself or when there is none). Documents are resampled jointly for
-    all methods; methods with the same seed list are paired in seeds (``pairing``), others are not;
-    the seed component is t-based (``autoqra.report.variance``). A method whose plan hash
-    (``plan_hashes``) equals the reference's is the same fine-tune by design: ``same_plan_as`` names
-    the reference and its Δ is exactly 0 [0, 0].
-    """
+def model_estimates(docs: pd.DataFrame, *, extra: Mapping[str, Sequence[str]] | None = None, n_boot: int = N_BOOT,
+                    seed: int = 0) -> tuple[dict[tuple[str, str, str], Estimate], dict[str, tuple]]:
+    """Every (method, task, metric) Estimate of one model (documents resampled jointly across methods,
+    the same draw for every method of a task) and each method's seed list."""
     rng = np.random.default_rng(seed)
-    model = str(docs["model"].iloc[0])
     mains = main_metrics(docs)
     methods = list(dict.fromkeys(docs["method"]))
     seeds = {m: tuple(sorted(docs.loc[docs["method"] == m, "seed"].unique())) for m in methods}
@@ -132,6 +122,24 @@ def bootstrap_model(docs: pd.DataFrame, reference: str | None, *, extra: Mapping
         parts = [est[(m, t, mains[t])] for t in score_tasks if (m, t, mains[t]) in est]
         if parts and len(parts) == len(score_tasks):
             est[(m, AVERAGE, "main")] = mean_of(parts)
+    return est, seeds
+
+
+def bootstrap_model(docs: pd.DataFrame, reference: str | None, *, extra: Mapping[str, Sequence[str]] | None = None,
+                    n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL,
+                    plan_hashes: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Intervals for every method of one model (``docs``: DOC_COLUMNS rows of that model).
+
+    Rows per method: each task's main metric (and ``extra[task]`` metrics), and ``average``
+    (metric ``main``) over the higher-is-better tasks; ``delta*`` = method − ``reference``
+    (missing for the reference itself or when there is none). Documents are resampled jointly for
+    all methods; methods with the same seed list are paired in seeds (``pairing``), others are not;
+    the seed component is t-based (``autoqra.report.variance``). A method whose plan hash
+    (``plan_hashes``) equals the reference's is the same fine-tune by design: ``same_plan_as`` names
+    the reference and its Δ is exactly 0 [0, 0].
+    """
+    model = str(docs["model"].iloc[0])
+    est, seeds = model_estimates(docs, extra=extra, n_boot=n_boot, seed=seed)
     hashes = dict(plan_hashes or {})
     rows = []
     for (m, task, metric), e in est.items():
