@@ -204,6 +204,25 @@ def _pooled(dirs: Mapping[str, Path], name: str, first: str, shared: Sequence[st
     return pd.concat([own[~own["method"].isin(shared)], pooled], ignore_index=True)
 
 
+def pooled_bits_rank_rows(raw: Mapping[str, Path], models: Sequence[str]) -> list[dict[str, str]]:
+    """Claim 6 once more over every budget's distinct final plans (variants × budgets), priors controlled."""
+    from autoqra.report.claims import bits_rank_row
+    from autoqra.report.load import read_json, read_priors
+
+    rows = []
+    for m in models:
+        plans = [read_json(p, ["bits", "ranks"]) for d in raw.values()
+                 for p in sorted((d / "results/methods" / m).glob("*/plan.json"))]
+        pri = next((d / "results/sensitivity" / m / "priors.tsv" for d in raw.values()
+                    if (d / "results/sensitivity" / m / "priors.tsv").is_file()), None)
+        imp = None
+        if pri is not None:
+            df = read_priors(pri).sort_values("block")
+            imp = (df["iq_norm"].to_numpy(float), df["ir_norm"].to_numpy(float))
+        rows.append(bits_rank_row(f"{m} @ all budgets", plans, imp))
+    return rows
+
+
 def combine(runs: Mapping[str, Mapping[str, Any]], cfg: Mapping[str, Any], out_dir: str | os.PathLike,
             shared: Sequence[str] = (), collect: bool = True) -> dict[str, Any]:
     """The study's tables (see the module docstring). ``collect``: first copy each run directory's raw
@@ -246,6 +265,7 @@ def combine(runs: Mapping[str, Mapping[str, Any]], cfg: Mapping[str, Any], out_d
         for m in models:
             t5 += [{**row, "Model": label[m]} for row in claim_rows_from_dir(m, d, agg_path, unc_path, cfg)]
         uncs.append(unc.assign(budget=name))
+    t5 += pooled_bits_rank_rows(raw, models)
     for stem, df in (("table1_main", pd.concat(t1, ignore_index=True)),
                      ("table3_ablations", pd.concat(t3, ignore_index=True)), ("table5_claims", claims_frame(t5))):
         write_table(df, out / f"{stem}.csv", out / f"{stem}.tex")

@@ -47,7 +47,7 @@ def test_study_runs_both_budgets_and_combines(tmp_path, monkeypatch):
     plan2 = json.loads((work / "b2/results/final/micro/autoqra/plan.json").read_text())
     assert plan2["meta"]["memory_bytes"] <= budgets["b2"]
     t5 = pd.read_csv(out / "table5_claims.csv")
-    assert len(t5) == 2 * 9 and set(t5.Model) == {"micro @ b2", "micro @ b4"}
+    assert len(t5) == 2 * 9 + 1 and set(t5.Model) == {"micro @ b2", "micro @ b4", "micro @ all budgets"}
     qlora = t5[t5.Claim.str.startswith("AutoQRA ≥ QLoRA")]
     assert qlora["Ours [95 % CI]"].str.contains(r"\[").all()  # both budgets have the pooled QLoRA to compare with
     unc = pd.read_csv(out / "uncertainty.tsv", sep="\t")

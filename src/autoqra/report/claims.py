@@ -215,14 +215,7 @@ def claim_rows(model: str, *, unc: pd.DataFrame, agg: pd.DataFrame, methods: Map
                + ("; LF alone near the ceiling" if h["lf"] >= 0.9 else ""),
             f"{h['n']} LF/HF pairs, {h['folds']} disjoint folds", verdict)
 
-    distinct = {(tuple(p["bits"]), tuple(p["ranks"])): p for p in plans}
-    mixed = [p for p in distinct.values() if len(set(p["bits"])) > 1 and len(set(p["ranks"])) > 1]
-    if len(mixed) < MIN_PLANS:
-        add(6, "—", f"{len(mixed)} distinct final plans with mixed bits and ranks", UNMEASURED)
-    else:
-        r = plans_partial_spearman_ci(mixed, priors)
-        add(6, _rho_cell(r) + ("" if priors is not None else " (priors not controlled: none given)"),
-            f"{r['n']} blocks of {r['plans']} plans", _verdict(r["lo"], r["hi"], holds_if_below=0.0))
+    rows.append(bits_rank_row(model, plans, priors))
 
     for what, g in general_rows(unc, agg, methods, model, auto) if auto else []:
         if g is None:
@@ -235,6 +228,19 @@ def claim_rows(model: str, *, unc: pd.DataFrame, agg: pd.DataFrame, methods: Map
     seq = _find(methods, plan="sequential")
     add(8, *_vs_rival(vs_baseline(unc, agg, model, auto, seq) if auto and seq else None, "Sequential"))
     return rows
+
+
+def bits_rank_row(model: str, plans: Sequence[Mapping], priors: tuple | None) -> dict[str, str]:
+    """Claim 6's row over the distinct mixed final plans given (one budget's, or every budget's)."""
+    distinct = {(tuple(p["bits"]), tuple(p["ranks"])): p for p in plans}
+    mixed = [p for p in distinct.values() if len(set(p["bits"])) > 1 and len(set(p["ranks"])) > 1]
+    row = {"Model": model, "Claim": CLAIMS[6][0], "Paper": CLAIMS[6][1]}
+    if len(mixed) < MIN_PLANS:
+        return {**row, "Ours [95 % CI]": "—", "n": f"{len(mixed)} distinct final plans with mixed bits and ranks",
+                "Verdict": UNMEASURED}
+    r = plans_partial_spearman_ci(mixed, priors)
+    return {**row, "Ours [95 % CI]": _rho_cell(r) + ("" if priors is not None else " (priors not controlled: none given)"),
+            "n": f"{r['n']} blocks of {r['plans']} plans", "Verdict": _verdict(r["lo"], r["hi"], holds_if_below=0.0)}
 
 
 def claims_frame(rows: list[dict[str, str]]) -> pd.DataFrame:
