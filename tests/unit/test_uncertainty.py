@@ -102,3 +102,15 @@ def test_paired_difference_needs_the_same_documents():
     assert d["delta"] == pytest.approx(0.5) and d["lo"] < 0.5 < d["hi"] and not d["resolved"]  # 4 documents: t_3
     with pytest.raises(ValueError, match="same documents"):
         paired_difference(a, task_data(pd.DataFrame(mc_rows("c", 0, [1, 0])), "acc_norm", [0, 1]))
+
+
+def test_different_seed_lists_are_not_paired():
+    """A 1-seed method against a 3-seed reference: documents paired, the reference's seed spread kept."""
+    rng = np.random.default_rng(5)
+    rows = [r for s, p in enumerate((0.3, 0.5, 0.7)) for r in mc_rows("auto", s, bernoulli(p, 200, rng))]
+    rows += mc_rows("one", 0, bernoulli(0.5, 200, rng))
+    unc = bootstrap_model(pd.DataFrame(rows), "auto", n_boot=500).query("task == 't_mc'").set_index("method")
+    one = unc.loc["one"]
+    assert one.pairing.startswith("documents; seeds of the side with several") and not one.resolved
+    assert one.delta_hi - one.delta_lo > 0.3  # AutoQRA's seeds disagree by 20 points each
+    assert unc.loc["auto"].pairing == "seeds + documents"

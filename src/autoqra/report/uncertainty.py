@@ -88,11 +88,15 @@ def main_metrics(docs: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def _seed_note(a: Estimate, b: Estimate | None = None) -> str:
+def _seed_note(a: Estimate, b: Estimate | None = None, paired: bool = True) -> str:
+    """How an interval treats seeds (the ``pairing`` column)."""
     sides = [a] if b is None else [a, b]
-    if any(len(g.per_seed) < 2 for e in sides for g in e.groups):
+    single = [all(len(g.per_seed) < 2 for g in e.groups) for e in sides]
+    if all(single):
         return "documents only (one seed)"
-    return "seeds + documents"
+    if any(single):
+        return "documents; seeds of the side with several (the other has one seed)"
+    return "seeds + documents" if paired else "documents; seeds unpaired (lists differ)"
 
 
 def model_estimates(docs: pd.DataFrame, *, extra: Mapping[str, Sequence[str]] | None = None, n_boot: int = N_BOOT,
@@ -157,9 +161,8 @@ def bootstrap_model(docs: pd.DataFrame, reference: str | None, *, extra: Mapping
                 paired = seeds[m] == seeds[reference]
                 d = difference(e, ref, paired=paired)
                 dlo, dhi = t_interval(d, level)
-                note = _seed_note(e, ref)
                 row.update(delta=d.point, delta_lo=dlo, delta_hi=dhi, resolved=bool(dlo > 0 or dhi < 0),
-                           pairing=note if paired or "one seed" in note else "documents; seeds unpaired (lists differ)")
+                           pairing=_seed_note(e, ref, paired))
         rows.append(row)
     return pd.DataFrame(rows, columns=UNCERTAINTY_COLUMNS)
 
