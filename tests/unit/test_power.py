@@ -25,7 +25,7 @@ def test_components_recover_the_simulated_method_by_seed_variance():
     assert n is not None and half_width(c, n) <= 0.02 < half_width(c, n - 1)
     assert seeds_for(c, 0.5 * np.sqrt(c["doc_var"])) is None  # below the document floor: seeds cannot reach it
     note = power_note(c, seconds_per_run=420.0)
-    assert note["targets"]["±2 points"]["cpu_hours"] == pytest.approx(n * 2 * 420 / 3600)
+    assert note["targets"]["±0.02"]["cpu_hours"] == pytest.approx(n * 2 * 420 / 3600)
 
 
 def test_components_need_paired_seeds():

@@ -29,13 +29,17 @@ from autoqra.report.variance import components, difference
 MAX_SEEDS = 1000
 
 
-def delta_components(docs: pd.DataFrame, a: str, b: str, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """The measured components of Δ = a − b on the task average (``docs``: one model's DOC_COLUMNS rows;
-    both methods on the same seeds)."""
-    est, seeds = model_estimates(docs, n_boot=n_boot, seed=seed)
+def delta_components(docs: pd.DataFrame, a: str, b: str, n_boot: int = 2000, seed: int = 0, task: str = AVERAGE,
+                     metric: str = "main") -> dict[str, Any]:
+    """The measured components of Δ = a − b on ``task``'s ``metric`` (default the task average;
+    ``docs``: one model's DOC_COLUMNS rows; both methods on the same seeds)."""
+    extra = {task: [metric]} if task != AVERAGE else None
+    est, seeds = model_estimates(docs, extra=extra, n_boot=n_boot, seed=seed)
     if seeds[a] != seeds[b] or len(seeds[a]) < 2:
         raise ValueError(f"power: {a} and {b} need the same ≥ 2 seeds (have {seeds[a]} and {seeds[b]})")
-    d = difference(est[(a, AVERAGE, "main")], est[(b, AVERAGE, "main")], paired=True)
+    if (a, task, metric) not in est:
+        raise ValueError(f"power: no {task}/{metric} values for {a} (have {sorted({k[1:] for k in est})})")
+    d = difference(est[(a, task, metric)], est[(b, task, metric)], paired=True)
     c = components(d)
     v_seed, v_eps, s = c.seed_terms[0]
     return {"a": a, "b": b, "delta": d.point, "n_seeds": s, "n_docs": c.n_docs, "doc_var": c.doc_part,
@@ -75,12 +79,12 @@ def run_seconds(run_dir: str | Path, model: str, methods: Sequence[str]) -> floa
 
 
 def power_note(comp: Mapping[str, Any], seconds_per_run: float, targets: Sequence[float] = (0.01, 0.02)) -> dict:
-    """Half-width now, and for each target (fraction, 0.01 = 1 point) the seeds and CPU-hours needed."""
+    """Half-width now, and for each target (in the metric's unit; 0.01 = 1 point) the seeds and CPU-hours needed."""
     out = {**comp, "half_width_now": half_width(comp, comp["n_seeds"]), "seconds_per_run": seconds_per_run,
            "doc_floor": float(stats.norm.ppf(0.975) * math.sqrt(comp["doc_var"])), "targets": {}}
     for t in targets:
         n = seeds_for(comp, t)
-        out["targets"][f"±{t * 100:g} points"] = {
+        out["targets"][f"±{t:g}"] = {  # in the metric's unit: 0.01 = 1 point of accuracy
             "seeds": n, "cpu_hours": None if n is None else n * 2 * seconds_per_run / 3600}
     return out
 
@@ -92,10 +96,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("b")
     p.add_argument("--run-dir", help="the run directory whose benchmark files give the seconds per method-seed")
     p.add_argument("--seconds", type=float, help="seconds per method-seed (instead of --run-dir)")
+    p.add_argument("--task", default=AVERAGE, help="a task (default: the task average)")
+    p.add_argument("--metric", default="main", help="its metric, e.g. nats_per_token (default: the main one)")
     args = p.parse_args(argv)
     docs = pd.read_csv(args.docs, sep="\t")
     model = str(docs["model"].iloc[0])
-    comp = delta_components(docs[docs["model"] == model], args.a, args.b)
+    comp = delta_components(docs[docs["model"] == model], args.a, args.b, task=args.task, metric=args.metric)
     secs = args.seconds if args.seconds is not None else run_seconds(args.run_dir, model, [args.a, args.b])
     print(json.dumps(power_note(comp, secs), indent=1))
 
