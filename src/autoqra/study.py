@@ -11,15 +11,21 @@ budget's directory and are pooled into every budget's tables by the combine step
 the paired bootstrap over the pooled per-document results (the pooled runs are the same plans,
 seeds and settings, so they are the same runs).
 
-Combine outputs, per budget ``<name>`` (e.g. ``b3``): ``<name>/`` (a copy of that run's
-paper_figures: every table and figure), and at the top level ``table1_main``, ``table3_ablations``
+Combine outputs, per budget ``<name>`` (e.g. ``b3``): ``<name>/results/...`` (the run's raw data,
+``RAW_PATTERNS``: per-document results as ``docs.tsv.gz``, every final plan, priors, search, refine,
+pick, random and optuna histories, training/lm-eval records and measured times), ``<name>/paper_figures``
+(a copy of that run's tables and figures), ``<name>/aggregate.tsv`` and ``<name>/uncertainty.tsv``
+(pooled), and at the top level ``table1_main``, ``table3_ablations``
 and ``table5_claims`` (.csv/.tex/.md) over all budgets (``Model`` column = "model @ budget"),
 ``uncertainty.tsv`` and ``study.json`` (wall time per run, commands, budgets; ``--combine-only``
-keeps the wall times a previous full run measured).
+keeps the wall times a previous full run measured). The tables are always built from the copied raw
+data, never from the run directories, so ``--combine-only`` rebuilds every table from the committed
+files alone.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -115,7 +121,7 @@ def run_study(config_path: str | os.PathLike, *, cores: int = 2, root: str | os.
                                    f"log under {work}/.snakemake/log; re-run the same command to resume")
         runs[name] = {"dir": str(work), "budget": c["budget"], "command": [_shown(a) for a in cmd],
                       "wall_seconds": None if combine_only else time.perf_counter() - t0}
-    return combine(runs, cfg, root / st["out_dir"], shared=st["shared_methods"])
+    return combine(runs, cfg, root / st["out_dir"], shared=st["shared_methods"], collect=not combine_only)
 
 
 def _shown(arg: str) -> str:
@@ -138,12 +144,57 @@ def kept_wall_times(runs: Mapping[str, Mapping[str, Any]], previous: Path) -> di
                    else (old.get(name) or {}).get("wall_seconds")} for name, r in runs.items()}
 
 
+# The raw data a combine step copies from each budget's run directory into ``<out_dir>/<budget>/``
+# (same relative paths, so the tables read them as they read a run directory): per-document
+# results, every final plan, priors, search/refine/pick/random/optuna histories, the training and
+# lm-eval records and the measured benchmark times. ``docs.tsv`` and any file over COMPRESS_BYTES
+# are stored gzip-compressed (``name.gz``; pandas reads either).
+RAW_PATTERNS = ("results/summary/*.tsv", "results/memory/*/*", "results/methods/*/*/plan.json",
+                "results/methods_hf/*.tsv", "results/sensitivity/*/*.tsv", "results/sensitivity/*/*.json",
+                "results/search/*/*/*.json", "results/search/*/*/*.tsv", "results/search/*/*/g*/*.jsonl",
+                "results/refine/*/*/t*/*.jsonl", "results/final/*/*/*.json", "results/final/*/*/pick/*",
+                "results/random/*/*.json", "results/random/*/*.jsonl", "results/random/*/pick/*",
+                "results/optuna/*/*.json", "results/finetune/*/*/s*/train.json", "results/lm_eval/*/*/s*.json",
+                "results/benchmarks/*/*.tsv", "results/benchmarks/*/*/*.tsv", "results/benchmarks/*/*/*/*.tsv")
+ALWAYS_COMPRESSED = ("docs.tsv",)
+COMPRESS_BYTES = 1 << 20
+
+
+def copy_raw(run_dir: Path, dest: Path) -> list[str]:
+    """Copy a run's raw data (``RAW_PATTERNS``) to ``dest``; returns the relative paths written."""
+    written = []
+    for pattern in RAW_PATTERNS:
+        for src in sorted(run_dir.glob(pattern)):
+            if not src.is_file():
+                continue
+            rel = src.relative_to(run_dir)
+            data = src.read_bytes()
+            if src.name in ALWAYS_COMPRESSED or len(data) > COMPRESS_BYTES:
+                rel, data = rel.with_name(rel.name + ".gz"), gzip.compress(data, mtime=0)
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(target)
+            written.append(str(rel))
+    return written
+
+
+def summary_table(run_dir: Path, table: str) -> Path:
+    """``results/summary/<table>`` of a run or raw-data directory, plain or gzip-compressed."""
+    for p in (run_dir / "results/summary" / table, run_dir / "results/summary" / f"{table}.gz"):
+        if p.is_file():
+            return p
+    raise FileNotFoundError(f"{run_dir}/results/summary/{table}(.gz): missing; run the study without --combine-only "
+                            "to collect its raw data")
+
+
 def _pooled(dirs: Mapping[str, Path], name: str, first: str, shared: Sequence[str], table: str) -> pd.DataFrame:
     """Budget ``name``'s summary ``table`` with the shared methods' rows taken from the first budget."""
-    own = pd.read_csv(dirs[name] / "results/summary" / table, sep="\t")
+    own = pd.read_csv(summary_table(dirs[name], table), sep="\t")
     if name == first or not shared:
         return own
-    other = pd.read_csv(dirs[first] / "results/summary" / table, sep="\t")
+    other = pd.read_csv(summary_table(dirs[first], table), sep="\t")
     pooled = other[other["method"].isin(shared)].copy()
     if "within_budget" in pooled.columns:  # judged against THIS budget, not the first one's
         budget = {m: json.loads((dirs[name] / "results/memory" / m / "budget.json").read_text())["plan_bytes"]
@@ -153,46 +204,77 @@ def _pooled(dirs: Mapping[str, Path], name: str, first: str, shared: Sequence[st
     return pd.concat([own[~own["method"].isin(shared)], pooled], ignore_index=True)
 
 
+def pooled_bits_rank_rows(raw: Mapping[str, Path], models: Sequence[str]) -> list[dict[str, str]]:
+    """Claim 6 once more over every budget's distinct final plans (variants × budgets), priors controlled."""
+    from autoqra.report.claims import bits_rank_row
+    from autoqra.report.load import read_json, read_priors
+
+    rows = []
+    for m in models:
+        plans = [read_json(p, ["bits", "ranks"]) for d in raw.values()
+                 for p in sorted((d / "results/methods" / m).glob("*/plan.json"))]
+        pri = next((d / "results/sensitivity" / m / "priors.tsv" for d in raw.values()
+                    if (d / "results/sensitivity" / m / "priors.tsv").is_file()), None)
+        imp = None
+        if pri is not None:
+            df = read_priors(pri).sort_values("block")
+            imp = (df["iq_norm"].to_numpy(float), df["ir_norm"].to_numpy(float))
+        rows.append(bits_rank_row(f"{m} @ all budgets", plans, imp))
+    return rows
+
+
 def combine(runs: Mapping[str, Mapping[str, Any]], cfg: Mapping[str, Any], out_dir: str | os.PathLike,
-            shared: Sequence[str] = ()) -> dict[str, Any]:
-    """The study's tables from the per-budget run directories (see the module docstring)."""
+            shared: Sequence[str] = (), collect: bool = True) -> dict[str, Any]:
+    """The study's tables (see the module docstring). ``collect``: first copy each run directory's raw
+    data into ``<out_dir>/<budget>/``; either way the tables are built from those copies alone, so
+    ``autoqra study --combine-only`` (``collect=False``) rebuilds them from the committed files."""
     from autoqra.pipeline.summarize import references
-    from autoqra.report.claims import claim_rows_from_dir, claims_frame
+    from autoqra.report.claim_inputs import claim_rows_from_dir
+    from autoqra.report.claims import claims_frame
     from autoqra.report.load import read_aggregate
     from autoqra.report.tables import markdown_table, table_ablations, table_main, write_table
-    from autoqra.report.uncertainty import bootstrap_all
+    from autoqra.report.uncertainty import bootstrap_all, plan_hashes_of
 
     out = Path(out_dir)
-    dirs = {name: Path(r["dir"]) for name, r in runs.items()}
-    first = next(iter(dirs))
+    raw = {name: out / name for name in runs}
+    copied = {}
+    if collect:
+        for name, r in runs.items():
+            copied[name] = len(copy_raw(Path(r["dir"]), raw[name]))
+            figs = Path(r["dir"]) / "paper_figures"
+            if figs.is_dir():
+                shutil.copytree(figs, raw[name] / "paper_figures", dirs_exist_ok=True)
+    first = next(iter(raw))
     methods, models = cfg["methods"], sorted(cfg["models"])
     t1, t3, t5, uncs = [], [], [], []
-    for name, d in dirs.items():
-        docs = _pooled(dirs, name, first, shared, "docs.tsv")
+    for name, d in raw.items():
+        docs = _pooled(raw, name, first, shared, "docs.tsv")
         agg_path = out / name / "aggregate.tsv"
         agg_path.parent.mkdir(parents=True, exist_ok=True)
-        _pooled(dirs, name, first, shared, "aggregate.tsv").to_csv(agg_path, sep="\t", index=False)
+        pooled = _pooled(raw, name, first, shared, "aggregate.tsv")
+        atomic_write_text(agg_path, pooled.to_csv(sep="\t", index=False))
         agg = read_aggregate(agg_path)
         rolling = {t: ["nats_per_token"] for t in docs.loc[docs["metric"] == "tokens", "task"].unique()}
-        unc = bootstrap_all(docs, {m: references(methods) for m in docs["model"].unique()}, extra=rolling)
+        unc = bootstrap_all(docs, {m: references(methods) for m in docs["model"].unique()}, plan_hashes_of(pooled),
+                            extra=rolling)
         unc_path = out / name / "uncertainty.tsv"
-        unc.to_csv(unc_path, sep="\t", index=False, float_format="%.6g")
+        atomic_write_text(unc_path, unc.to_csv(sep="\t", index=False, float_format="%.6g"))
         label = {m: f"{m} @ {name}" for m in models}
         t1.append(table_main(agg, methods, models, unc).replace({"Model": label}))
         t3.append(table_ablations(agg, methods, models, unc).replace({"Model": label}))
         for m in models:
             t5 += [{**row, "Model": label[m]} for row in claim_rows_from_dir(m, d, agg_path, unc_path, cfg)]
         uncs.append(unc.assign(budget=name))
-        figs = d / "paper_figures"
-        if figs.is_dir():
-            shutil.copytree(figs, out / name / "paper_figures", dirs_exist_ok=True)
+    t5 += pooled_bits_rank_rows(raw, models)
     for stem, df in (("table1_main", pd.concat(t1, ignore_index=True)),
                      ("table3_ablations", pd.concat(t3, ignore_index=True)), ("table5_claims", claims_frame(t5))):
         write_table(df, out / f"{stem}.csv", out / f"{stem}.tex")
         atomic_write_text(out / f"{stem}.md", markdown_table(df))
-    pd.concat(uncs, ignore_index=True).to_csv(out / "uncertainty.tsv", sep="\t", index=False, float_format="%.6g")
+    atomic_write_text(out / "uncertainty.tsv",
+                      pd.concat(uncs, ignore_index=True).to_csv(sep="\t", index=False, float_format="%.6g"))
     runs = kept_wall_times(runs, out / "study.json")
-    summary = {"runs": {k: {**v, "dir": os.path.relpath(v["dir"], REPO_ROOT)} for k, v in runs.items()},
+    summary = {"runs": {k: {**v, "dir": os.path.relpath(v["dir"], REPO_ROOT), "raw_data": f"{k}/results",
+                            **({"raw_files": copied[k]} if k in copied else {})} for k, v in runs.items()},
                "shared_methods": list(shared), "models": models, "methods": sorted(methods),
                "total_wall_seconds": sum(r["wall_seconds"] or 0.0 for r in runs.values())}
     atomic_write_json(out / "study.json", summary)

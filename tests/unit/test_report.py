@@ -12,7 +12,7 @@ import pytest
 from result_files import write
 
 from autoqra.report import figures as F
-from autoqra.report import paper_targets
+from autoqra.report import paper_targets, plotting
 from autoqra.report.load import ReportInputError, read_aggregate
 from autoqra.report.tables import (
     latex_escape,
@@ -239,7 +239,7 @@ def legend_texts(ax):
 
 
 def test_best_so_far_counts_only_feasible_scored():
-    got = F.best_so_far([float("nan"), -3.0, -2.0, -2.5, -2.9], [1, 1, 5, 1, 1], budget=2)
+    got = plotting.best_so_far([float("nan"), -3.0, -2.0, -2.5, -2.9], [1, 1, 5, 1, 1], budget=2)
     assert np.isnan(got[0]) and list(got[1:]) == [-3.0, -3.0, -2.5, -2.5]
 
 
@@ -398,3 +398,19 @@ def test_table_efficiency_shows_no_training_for_the_untuned_base(results):
     t = table_efficiency(pd.concat([agg, base], ignore_index=True), methods, [MODEL]).set_index("Method")
     assert t.loc["Base†", "Tokens/s"] == t.loc["Base†", "Train peak (GB)"] == t.loc["Base†", "Trainable params"] == "—"
     assert t.loc["LoRA 16-bit†", "Tokens/s"] != "—"  # the same numbers under a trained method are shown
+
+
+def test_figure_modules_import_without_a_circle():
+    """figures imports fig_pareto and fig_search; those import only plotting and load (no circle)."""
+    import ast
+    from pathlib import Path
+
+    import autoqra.report as report
+
+    def report_imports(name):
+        tree = ast.parse((Path(report.__file__).parent / f"{name}.py").read_text())
+        return {n.module.rsplit(".", 1)[-1] for n in ast.walk(tree)
+                if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("autoqra.report.")}
+
+    assert report_imports("fig_search") <= {"plotting", "load"} and report_imports("fig_pareto") <= {"plotting", "load"}
+    assert "figures" not in report_imports("plotting")

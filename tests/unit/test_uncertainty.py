@@ -27,7 +27,7 @@ def test_known_difference_is_resolved_and_close_to_truth():
         rows += mc_rows("auto", s, bernoulli(0.5, 400, rng)) + mc_rows("better", s, bernoulli(0.7, 400, rng))
     unc = bootstrap_model(pd.DataFrame(rows), "auto", n_boot=1000).set_index(["method", "task"])
     row = unc.loc[("better", "t_mc")]
-    assert row.resolved and row.delta_lo > 0.1 and row.delta_lo < 0.2 < row.delta_hi
+    assert row.resolved and 0 < row.delta_lo < 0.2 < row.delta_hi  # t-based seed component: 3 seeds cost width
     assert row.ci_lo < 0.7 < row.ci_hi and row.n_docs == 400 and row.n_seeds == 3
     assert unc.loc[("auto", "t_mc")].resolved is None  # the reference has no difference to itself
 
@@ -99,6 +99,18 @@ def test_paired_difference_needs_the_same_documents():
     a = task_data(pd.DataFrame(mc_rows("a", 0, [1, 1, 0, 1])), "acc_norm", [0, 1, 2, 3])
     b = task_data(pd.DataFrame(mc_rows("b", 0, [0, 0, 0, 1])), "acc_norm", [0, 1, 2, 3])
     d = paired_difference(a, b, n_boot=500)
-    assert d["delta"] == pytest.approx(0.5) and d["lo"] >= 0
+    assert d["delta"] == pytest.approx(0.5) and d["lo"] < 0.5 < d["hi"] and not d["resolved"]  # 4 documents: t_3
     with pytest.raises(ValueError, match="same documents"):
         paired_difference(a, task_data(pd.DataFrame(mc_rows("c", 0, [1, 0])), "acc_norm", [0, 1]))
+
+
+def test_different_seed_lists_are_not_paired():
+    """A 1-seed method against a 3-seed reference: documents paired, the reference's seed spread kept."""
+    rng = np.random.default_rng(5)
+    rows = [r for s, p in enumerate((0.3, 0.5, 0.7)) for r in mc_rows("auto", s, bernoulli(p, 200, rng))]
+    rows += mc_rows("one", 0, bernoulli(0.5, 200, rng))
+    unc = bootstrap_model(pd.DataFrame(rows), "auto", n_boot=500).query("task == 't_mc'").set_index("method")
+    one = unc.loc["one"]
+    assert one.pairing.startswith("documents; seeds of the side with several") and not one.resolved
+    assert one.delta_hi - one.delta_lo > 0.3  # AutoQRA's seeds disagree by 20 points each
+    assert unc.loc["auto"].pairing == "seeds + documents"

@@ -1,5 +1,5 @@
 """Rule paper_table5_claims: the claims table (CSV and LaTeX) from the summaries and search records."""
-from autoqra.report.claims import write_claims
+from autoqra.report.claim_inputs import write_claims
 from autoqra.runlog import setup_logging
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
@@ -16,7 +16,8 @@ def of_model(files, model):
 inputs = {m: {"aggregate": sm.input.aggregate, "uncertainty": sm.input.uncertainty,
               "history": of_model(sm.input.histories, m), "random_summary": of_model(sm.input.random, m),
               "fronts": [f for f in sm.input.fronts if f"/{m}/" in f], "priors": of_model(sm.input.priors, m),
-              "plans": [f for f in sm.input.plans if f"/{m}/" in f]} for m in models}
+              "plans": [f for f in sm.input.plans if f"/{m}/" in f], "search_cost": sm.input.search_cost,
+              "methods_hf": of_model(sm.input.methods_hf, m)} for m in models}
 df = write_claims(models, inputs, sm.params.methods, sm.params.bits, sm.params.ranks, sm.output.csv, sm.output.tex)
 for row in df.itertuples(index=False):
     log.info("%s | %s | %s | %s", row.Model, row.Claim, row[3], row.Verdict)

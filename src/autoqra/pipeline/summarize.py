@@ -6,9 +6,10 @@
   train time and throughput. An ``average`` task holds the mean of each task's main metric.
 - ``aggregate.tsv``: the same, mean and std over seeds.
 - ``docs.tsv``: every document's metric values of every run (from the lm-eval ``.docs.tsv`` files);
-- ``uncertainty.tsv``: paired bootstrap 95 % intervals over documents and seeds of each method's
-  main metric per task and task average, and of its difference to the model's first AutoQRA
-  method (``autoqra.report.uncertainty``).
+- ``uncertainty.tsv``: 95 % intervals over documents (bootstrap) and seeds (t-based, paired across
+  methods with the same seed list) of each method's main metric per task and task average, and of
+  its difference to the model's first AutoQRA method; methods with AutoQRA's plan hash get Δ exactly
+  0 and ``same_plan_as`` (``autoqra.report.uncertainty``).
 - ``search_cost.tsv``: evaluations (LF/HF, trained vs cached) and device seconds per stage and
   variant: ``device_seconds`` is what the stage costs on its own (cached evaluations count with
   their original time), ``trained_device_seconds`` what this run paid (the evaluation cache is
@@ -33,7 +34,7 @@ from autoqra import taskmetrics
 from autoqra.io import atomic_write_json, atomic_write_text, read_jsonl
 from autoqra.lmeval import tidy_results
 from autoqra.manifest import build_manifest
-from autoqra.report.uncertainty import DOC_COLUMNS, N_BOOT, bootstrap_all
+from autoqra.report.uncertainty import DOC_COLUMNS, N_BOOT, bootstrap_all, plan_hashes_of
 
 GB = 1e9
 RUN_COLUMNS = ["memory_gb_analytic", "memory_gb_measured", "fixed_gb", "peak_train_gb", "peak_train_predicted_gb",
@@ -262,7 +263,8 @@ def summarize(inputs: Mapping[str, Sequence[str]], methods: Mapping[str, Mapping
     agg = aggregate(results)
     ref = references(methods)
     rolling = {t: ["nats_per_token"] for t in docs.loc[docs["metric"] == "tokens", "task"].unique()}
-    unc = bootstrap_all(docs, {m: ref for m in docs["model"].unique()}, extra=rolling, n_boot=n_boot)
+    unc = bootstrap_all(docs, {m: ref for m in docs["model"].unique()}, plan_hashes_of(agg), extra=rolling,
+                        n_boot=n_boot)
     cost = search_cost(inputs["fronts"], inputs.get("random", []), inputs["sensitivity"], inputs["train"],
                        inputs.get("optuna", []))
     write_tsv(results, outputs.results)

@@ -2,9 +2,10 @@
 
 - ``load``: readers of results/summary, search, final, sensitivity, random, optuna and methods_hf files;
 - ``tables``: Tables 1-4 as CSV and booktabs LaTeX (``write_tables``);
-- ``uncertainty``: paired bootstrap intervals over documents and seeds;
-- ``claims`` (+ ``claim_stats``): Table 5, each paper claim beside our number and a verdict;
-- ``figures``: Figures 1-6, one function each (``fig1_quant_error_vs_score`` ... ``fig6_priors``).
+- ``uncertainty`` (+ ``variance``): intervals over documents (bootstrap) and seeds (t-based), paired
+  across methods, identical plans detected by hash; ``power``: variance components and seed costs;
+- ``claims`` (+ ``claim_stats``, ``claim_inputs``): Table 5, each paper claim beside our number and a verdict;
+- ``figures`` (+ ``fig_pareto``, ``fig_search``, shared ``plotting``): Figures 1-6, one function each.
 
 This module itself imports nothing heavy: the Snakefile reads ``paper_targets`` at parse time.
 """

@@ -10,7 +10,6 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from autoqra.report.figures import _figure, _figure_function, _note, _step, best_so_far
 from autoqra.report.load import (
     PathLike,
     budget_bytes,
@@ -20,6 +19,7 @@ from autoqra.report.load import (
     read_optuna_summary,
     read_random_summary,
 )
+from autoqra.report.plotting import _figure, _figure_function, _note, _step, best_so_far
 
 
 def _cost_steps(ax, best: np.ndarray, total: float | None, label: str, **kw) -> None:

@@ -1,4 +1,6 @@
-"""The paper's figures, one function per figure (rules paper_fig1 ... paper_fig6).
+"""The paper's figures, one function per figure (rules paper_fig1 ... paper_fig6): Figures 1, 4, 5
+and 6 here, Figure 2 in ``fig_pareto``, Figure 3 in ``fig_search`` (re-exported here); shared helpers
+in ``plotting``.
 
 Each ``figN_*`` function reads the result files it is given, returns the matplotlib ``Figure`` and,
 with ``out=[...pdf, ...png]``, writes it (atomically, PNG at 300 dpi). Figures are built on
@@ -7,103 +9,36 @@ figure state is involved. Optional inputs (random search, optuna, HF scores of t
 ``None``: the curve is skipped and the legend says so. Failed evaluations (NaN score) are not drawn.
 """
 
+
 from __future__ import annotations
 
-import functools
-import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-
-import matplotlib
 import numpy as np
-import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from matplotlib.transforms import Bbox
 
+from autoqra.report.fig_pareto import fig2_pareto
+from autoqra.report.fig_search import fig3_search_efficiency
 from autoqra.report.load import (
     PathLike,
-    budget_bytes,
-    read_front,
     read_history,
     read_json,
-    read_methods_hf,
     read_priors,
     read_random_summary,
 )
+from autoqra.report.plotting import (
+    MB,
+    MEMORY_LABEL,
+    SCORE_LABEL,
+    _empty,
+    _figure,
+    _figure_function,
+    _note,
+    _place_labels,
+    spearman,
+)
 
-MB = 1e6
-DPI = 300
-# Paper-readable at the printed size (3.3-7 in): no text below 8 pt.
-RC = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8,
-      "legend.fontsize": 8, "legend.title_fontsize": 8, "figure.titlesize": 9, "pdf.fonttype": 42,
-      "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5, "lines.linewidth": 1.2,
-      "lines.markersize": 4, "legend.framealpha": 0.9}
-SCORE_LABEL = "HF score (−val. loss − λ·general-text loss, nats/token)"  # λ = evaluation.general_weight
-MEMORY_LABEL = "Memory M(C) (MB)"
-
-
-def save_figure(fig: Figure, paths: Sequence[PathLike]) -> None:
-    """Write ``fig`` to every path (format from the suffix), each atomically."""
-    for path in map(Path, paths):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-        os.close(fd)
-        try:
-            # Fixed metadata so that re-running on the same results gives the same PDF bytes.
-            meta = {"Creator": "autoqra.report", "CreationDate": None} if path.suffix == ".pdf" else None
-            fig.savefig(tmp, dpi=DPI, metadata=meta)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-
-def _figure_function(fn: Callable[..., Figure]) -> Callable[..., Figure]:
-    """Build under the paper style; save to ``out`` when given."""
-    @functools.wraps(fn)
-    def wrapper(*args, out: Sequence[PathLike] | None = None, **kwargs) -> Figure:
-        with matplotlib.rc_context(RC):
-            fig = fn(*args, **kwargs)
-            if out:
-                save_figure(fig, out)
-        return fig
-    return wrapper
-
-
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _note(ax, label: str) -> None:
-    """A legend-only entry (e.g. 'optuna: not run')."""
-    ax.plot([], [], " ", label=label)
-
-
-def _empty(ax, text: str) -> None:
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", wrap=True)
-
-
-def spearman(x: pd.Series, y: pd.Series) -> float:
-    """Spearman's rank correlation (Pearson of average ranks); NaN below 3 points."""
-    x, y = pd.Series(x, dtype=float).reset_index(drop=True), pd.Series(y, dtype=float).reset_index(drop=True)
-    return float(x.rank().corr(y.rank())) if len(x) >= 3 else float("nan")
-
-
-def best_so_far(score: Sequence[float], memory: Sequence[float], budget: float,
-                feasible: Sequence[bool] | None = None) -> np.ndarray:
-    """Best feasible score after each evaluation (NaN until the first feasible scored one)."""
-    s, m = np.asarray(score, dtype=float), np.asarray(memory, dtype=float)
-    ok = np.isfinite(s) & (m <= budget)
-    if feasible is not None:
-        ok &= np.asarray(feasible, dtype=bool)
-    best = np.maximum.accumulate(np.where(ok, s, -np.inf)) if len(s) else np.array([])
-    return np.where(np.isfinite(best), best, np.nan)
+__all__ = ["fig1_quant_error_vs_score", "fig2_pareto", "fig3_search_efficiency", "fig4_plan", "fig5_stage2",
+           "fig6_priors"]
 
 
 @_figure_function
@@ -141,154 +76,6 @@ def fig1_quant_error_vs_score(random_summary: PathLike | None, model: str) -> Fi
 
 
 # Label offsets (points) tried in turn: beside the point, then farther out with a leader line.
-_NEAR = [(5, 3), (5, -3), (-5, 3), (-5, -3), (0, 7), (0, -7), (7, 0), (-7, 0)]
-_OFFSETS = [(k * dx, k * dy, k > 1) for k in (1, 2.2, 3.4, 4.6, 6.0) for dx, dy in _NEAR]
-
-
-def _marker_boxes(ax, half_pt: float = 3.0) -> list[Bbox]:
-    """Display-space boxes around every marker/vertex drawn on ``ax`` (obstacles for labels)."""
-    pts = [c.get_offset_transform().transform(c.get_offsets()) for c in ax.collections if len(c.get_offsets())]
-    pts += [line.get_transform().transform(np.column_stack(line.get_data()).astype(float)) for line in ax.lines
-            if line.get_marker() not in (None, "", "None", " ") and len(line.get_xdata())]
-    if not pts:
-        return []
-    xy = np.vstack(pts)
-    r = half_pt * ax.figure.dpi / 72
-    return [Bbox.from_extents(x - r, y - r, x + r, y + r) for x, y in xy if np.isfinite(x) and np.isfinite(y)]
-
-
-def _label(ax, x, y, text, dx, dy):
-    ha = "left" if dx > 0 else "right" if dx < 0 else "center"
-    va = "bottom" if dy > 0 else "top" if dy < 0 else "center"
-    t = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, zorder=5)
-    t.set_in_layout(False)  # labels must not reshape the axes they were placed in
-    return t
-
-
-def _clashes(ax, renderer, x, y, text, dx, dy, obstacles, own: Bbox) -> float:
-    """How badly a label at offset (dx, dy) points clashes: obstacles it overlaps (inf outside the axes)."""
-    t = _label(ax, x, y, text, dx, dy)
-    box = t.get_window_extent(renderer)
-    t.remove()
-    frame = ax.bbox
-    if not (frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1):
-        return float("inf")
-    return sum(box.overlaps(b) for b in obstacles if not b.overlaps(own))
-
-
-def _place_labels(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str], gap_pt: float = 1.0) -> None:
-    """Text labels beside points, each at the first offset that stays inside the axes and clear of
-    markers, the legend and earlier labels (kept ``gap_pt`` apart); where none is free, the offset
-    with the fewest clashes. Crowded points are placed first; far offsets get a leader line."""
-    fig = ax.figure
-    fig.canvas.draw()  # fix limits and layout before measuring
-    renderer = fig.canvas.get_renderer()
-    obstacles = _marker_boxes(ax)
-    if ax.get_legend() is not None:
-        obstacles.append(ax.get_legend().get_window_extent(renderer))
-    xy = ax.transData.transform(np.column_stack([xs, ys]).astype(float)) if len(xs) else np.zeros((0, 2))
-    crowd = [int((np.hypot(*(xy - p).T) < 30 * fig.dpi / 72).sum()) for p in xy]
-    for i in sorted(range(len(xs)), key=lambda i: -crowd[i]):
-        own = Bbox.from_extents(*(xy[i] - 2), *(xy[i] + 2))
-        best, best_clash = _OFFSETS[0], float("inf")
-        for offset in _OFFSETS:
-            clash = _clashes(ax, renderer, xs[i], ys[i], labels[i], offset[0], offset[1], obstacles, own)
-            if clash < best_clash:
-                best, best_clash = offset, clash
-            if clash == 0:
-                break
-        dx, dy, leader = best
-        box = _label(ax, xs[i], ys[i], labels[i], dx, dy).get_window_extent(renderer)
-        if leader:
-            line = ax.annotate("", (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points",
-                               arrowprops={"arrowstyle": "-", "linewidth": 0.5, "color": "0.4", "shrinkB": 2})
-            line.set_in_layout(False)
-        obstacles.append(box.padded(gap_pt * fig.dpi / 72))
-
-
-@_figure_function
-def fig2_pareto(front: PathLike, history: PathLike, budget: PathLike, model: str,
-                methods_hf: PathLike | None = None, labels: Mapping[str, str] | None = None) -> Figure:
-    """Memory vs HF score: search evaluations, Stage-1 front, final AutoQRA plan, baselines (named by
-    ``labels``, method -> display name), budget."""
-    front_df, archive = read_front(front)
-    hist = read_history(history)
-    budget_mb = budget_bytes(budget) / MB
-    desc = read_json(budget).get("description", "")
-    hf = archive[(archive["fidelity"] == "hf") & np.isfinite(archive["score"])]
-    obs = hist["observations"]
-    s2 = obs[(obs["origin"] >= 0) & np.isfinite(obs["score"])]
-    base = read_methods_hf(methods_hf, labels) if methods_hf else None
-    # The final plan's score from the held-out seed of methods_hf (the plan's own method row, same
-    # plan hash) when there is one: the selection seeds' scores of a picked plan are biased upwards.
-    fin_score, fin_label = hist["final"].get("hf_score"), "AutoQRA final plan"
-    if base is not None and "plan_hash" in base.columns:
-        own = base[(base["plan_hash"] == hist["final"].get("plan_hash")) & np.isfinite(base["hf_score"])]
-        if len(own):
-            fin_score, fin_label = float(own["hf_score"].iloc[0]), "AutoQRA final plan (held-out seed)"
-    if base is not None:
-        ok_status = base["status"].fillna("ok").astype(str).eq("ok")
-        base = base[(base["group"] == "baseline") & ok_status & np.isfinite(base["hf_score"])]
-    xs = [*(hf["memory"] / MB), *(front_df["memory_bytes"] / MB), budget_mb]
-    # Baselines far above the budget (16-bit LoRA) go to a narrow right panel so the region
-    # around the budget, where the searched plans lie, keeps its resolution.
-    far = base[base["memory_bytes"] / MB > 1.4 * budget_mb] if base is not None else pd.DataFrame()
-    fig = _figure(6.0, 4.4)
-    if len(far):
-        axes = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [5, 1], "wspace": 0.02})
-    else:
-        axes = [fig.add_subplot()]
-    for ax in axes:
-        ax.scatter(hf["memory"] / MB, hf["score"], s=14, color="0.6", label="Stage-1 HF evaluations", zorder=2)
-        if len(s2):
-            ax.scatter(s2["memory"] / MB, s2["score"], s=18, marker="x", color="tab:blue",
-                       label="Stage-2 evaluations", zorder=3)
-        ax.plot(front_df["memory_bytes"] / MB, front_df["hf_score"], "-o", drawstyle="steps-post",
-                color="tab:orange", label="Stage-1 Pareto front", zorder=3)
-        fin = hist["final"]
-        if fin_score is not None:
-            ax.scatter([fin["memory_bytes"] / MB], [fin_score], marker="*", s=160, color="tab:red",
-                       edgecolors="black", linewidths=0.5, label=fin_label, zorder=6)
-        if base is not None and len(base):
-            ax.scatter(base["memory_bytes"] / MB, base["hf_score"], marker="D", s=20, color="tab:green",
-                       edgecolors="black", linewidths=0.4, label="baselines (HF score)", zorder=4)
-        ax.axvline(budget_mb, color="black", linestyle="--", linewidth=1.0,
-                   label=f"budget ({desc})" if desc else "budget")
-    main = axes[0]
-    near = base[base["memory_bytes"] / MB <= 1.4 * budget_mb] if base is not None else pd.DataFrame()
-    xs += list(near["memory_bytes"] / MB) if len(near) else []
-    lo, hi = min(xs), max(xs)
-    pad = 0.06 * (hi - lo or 1.0)
-    main.set_xlim(lo - pad, hi + pad)
-    if len(far):
-        flo, fhi = (far["memory_bytes"] / MB).min(), (far["memory_bytes"] / MB).max()
-        fpad = max(0.05 * (fhi - flo), 0.03 * fhi)
-        axes[1].set_xlim(flo - fpad, fhi + fpad)
-        main.spines["right"].set_visible(False)
-        axes[1].spines["left"].set_visible(False)
-        axes[1].tick_params(left=False, labelleft=False)
-        axes[1].xaxis.set_major_locator(MaxNLocator(2))
-        for ax, xpos in ((main, 1.0), (axes[1], 0.0)):  # the usual // marks of a broken axis
-            ax.plot([xpos], [0], transform=ax.transAxes, marker=[(-1, -1.5), (1, 1.5)], markersize=8,
-                    color="black", clip_on=False)
-    if base is None:
-        _note(main, "baselines: no HF scores")
-    main.set_ylabel(SCORE_LABEL)
-    main.set_xlabel(MEMORY_LABEL)
-    fig.suptitle(f"{model}: memory vs. HF score (Stage-1 front, final plan, baselines)")
-    fig.legend(*main.get_legend_handles_labels(), loc="outside lower center", ncols=3)
-    if base is not None and len(base):
-        for ax in axes:
-            lo_x, hi_x = ax.get_xlim()
-            inside = base[(base["memory_bytes"] / MB >= lo_x) & (base["memory_bytes"] / MB <= hi_x)]
-            _place_labels(ax, list(inside["memory_bytes"] / MB), list(inside["hf_score"]), list(inside["label"]),
-                          gap_pt=3.0)
-    return fig
-
-
-def _step(ax, y: np.ndarray, label: str, **kw) -> None:
-    x = np.arange(1, len(y) + 1)
-    ax.plot(x, y, drawstyle="steps-post", label=label, **kw)
 
 
 def _bars_with_prior(ax, blocks, values, prior_blocks, prior, bar_label: str, prior_label: str, color: str):
@@ -389,13 +176,3 @@ def fig6_priors(priors: PathLike, correlations: PathLike, model: str) -> Figure:
                  f"top-{k} overlap = {corr.get('topk_overlap', float('nan')):.2f}")
     _place_labels(ax, list(pri["iq_norm"]), list(pri["ir_norm"]), [str(int(b)) for b in pri["block"]])
     return fig
-
-
-def __getattr__(name: str):
-    """Figure 3 lives in ``autoqra.report.fig_search`` (one module per figure family); this keeps
-    ``figures.fig3_search_efficiency`` working without a circular import."""
-    if name == "fig3_search_efficiency":
-        from autoqra.report.fig_search import fig3_search_efficiency
-
-        return fig3_search_efficiency
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

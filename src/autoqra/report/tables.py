@@ -3,7 +3,8 @@
 Scores are shown in percent (lm-eval accuracies/exact match are fractions). With the bootstrap
 intervals of ``results/summary/uncertainty.tsv`` (Tables 1 and 3), a cell is ``mean [lo, hi]``
 (95 % CI over documents and seeds) and ``Δ vs AutoQRA`` carries its CI with a ``*`` where the
-CI excludes 0 (a resolved difference); without them, ``mean ± std`` over seeds (the std left out
+CI excludes 0 (a resolved difference), or "+0.0 [+0.0, +0.0] (same plan as X)" for a method that
+returned AutoQRA's plan (one shared fine-tune per seed); without them, ``mean ± std`` over seeds (the std left out
 for one seed). Perplexity-type tasks (bits per byte, lower is better) are shown apart from the
 task average. Cells are strings so that the CSV and the LaTeX show the same numbers. pandas only;
 no torch.
@@ -164,8 +165,11 @@ def _score_cells(agg: pd.DataFrame, unc: pd.DataFrame | None, model: str, method
     """(value cell, Δ-vs-AutoQRA cell) of one task metric: with its CI when the bootstrap has it."""
     u = _unc_row(unc, model, method, task, metric)
     if u is not None:
-        return (ci_cell(u["mean"], u["ci_lo"], u["ci_hi"], scale, digits),
-                delta_cell(u["delta"], u["delta_lo"], u["delta_hi"], u["resolved"], scale, digits))
+        same = u.get("same_plan_as")
+        delta = (f"{_signed(0.0, digits)} [{_signed(0.0, digits)}, {_signed(0.0, digits)}] (same plan as {same})"
+                 if isinstance(same, str) and same else
+                 delta_cell(u["delta"], u["delta_lo"], u["delta_hi"], u["resolved"], scale, digits))
+        return ci_cell(u["mean"], u["ci_lo"], u["ci_hi"], scale, digits), delta
     hit = agg[(agg["model"] == model) & (agg["method"] == method) & (agg["task"] == task) & (agg["metric"] == metric)]
     if not len(hit):
         return DASH, DASH

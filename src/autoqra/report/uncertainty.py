@@ -7,12 +7,15 @@ and documents: ``f(Σ_s Σ_d num[s, d] / Σ_s Σ_d den[s, d])`` (``autoqra.taskm
 the mean for accuracy, the ratio of sums for bits per byte). The task average is the mean over the
 tasks whose main metric is higher-is-better (accuracy-like); perplexity-type tasks stand apart.
 
-One bootstrap replicate draws, for each task, documents with replacement (the same draw for every
-method: the comparison is paired on documents) and, for each method, its fine-tuning seeds with
-replacement (independently per method: seed s of two methods are unrelated trainings; the same
-draw for all tasks of a method: a seed is one model). The interval is the 2.5-97.5 % percentile of
-the replicates; a difference is *resolved* when its interval excludes 0. With one seed, the
-interval covers document sampling only: the note of each table says so.
+Documents are resampled by bootstrap, for each task, with the same draw for every method (the
+comparison is paired on documents). Seeds are paired too: one seed fixes data order, dropout and
+LoRA initialisation for every method, so two methods with the same seed list are compared seed by
+seed (``pairing`` column); the seed component of every interval is t-based, not a resample of 3
+seeds (why, and the estimator: ``autoqra.report.variance``; coverage tested on simulated studies).
+A difference is *resolved* when its interval excludes 0. With one seed, the interval covers
+document sampling only (``pairing`` says so). Two methods with the same plan (same plan hash) are
+the same fine-tune per seed by design (``autoqra.pipeline.methods`` shares it): their Δ is exactly
+0 [0, 0] and ``same_plan_as`` names the reference.
 """
 
 from __future__ import annotations
@@ -23,13 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from autoqra.report.variance import LEVEL, Estimate, difference, mean_of, ratio_estimate, t_interval
 from autoqra.taskmetrics import lower_is_better, main_metric, ratio_parts
 
-LEVEL = 0.95
 N_BOOT = 2000
 DOC_COLUMNS = ["model", "method", "seed", "task", "doc_id", "metric", "value"]
 UNCERTAINTY_COLUMNS = ["model", "method", "task", "metric", "lower_is_better", "n_seeds", "n_docs", "mean", "ci_lo",
-                       "ci_hi", "reference", "delta", "delta_lo", "delta_hi", "resolved"]
+                       "ci_hi", "reference", "delta", "delta_lo", "delta_hi", "resolved", "pairing", "same_plan_as"]
 AVERAGE = "average"
 
 
@@ -72,12 +75,6 @@ def multinomial_weights(rng: np.random.Generator, n: int, n_boot: int) -> np.nda
     return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
 
 
-def interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
-    a = (1.0 - level) / 2
-    lo, hi = np.nanquantile(values, [a, 1.0 - a])
-    return float(lo), float(hi)
-
-
 def main_metrics(docs: pd.DataFrame) -> dict[str, str]:
     """Task -> main metric, from the metrics the per-document rows carry (rolling tasks carry
     loglikelihood/words/bytes: their main metric is derived)."""
@@ -91,20 +88,26 @@ def main_metrics(docs: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def bootstrap_model(docs: pd.DataFrame, reference: str | None, *, extra: Mapping[str, Sequence[str]] | None = None,
-                    n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL) -> pd.DataFrame:
-    """Intervals for every method of one model (``docs``: DOC_COLUMNS rows of that model).
+def _seed_note(a: Estimate, b: Estimate | None = None, paired: bool = True) -> str:
+    """How an interval treats seeds (the ``pairing`` column)."""
+    sides = [a] if b is None else [a, b]
+    single = [all(len(g.per_seed) < 2 for g in e.groups) for e in sides]
+    if all(single):
+        return "documents only (one seed)"
+    if any(single):
+        return "documents; seeds of the side with several (the other has one seed)"
+    return "seeds + documents" if paired else "documents; seeds unpaired (lists differ)"
 
-    Rows per method: each task's main metric (and ``extra[task]`` metrics), and ``average``
-    (metric ``main``) over the higher-is-better tasks; ``delta*`` = method − ``reference``
-    (missing for the reference itself or when there is none).
-    """
+
+def model_estimates(docs: pd.DataFrame, *, extra: Mapping[str, Sequence[str]] | None = None, n_boot: int = N_BOOT,
+                    seed: int = 0) -> tuple[dict[tuple[str, str, str], Estimate], dict[str, tuple]]:
+    """Every (method, task, metric) Estimate of one model (documents resampled jointly across methods,
+    the same draw for every method of a task) and each method's seed list."""
     rng = np.random.default_rng(seed)
-    model = str(docs["model"].iloc[0])
     mains = main_metrics(docs)
     methods = list(dict.fromkeys(docs["method"]))
-    seed_w = {m: multinomial_weights(rng, docs.loc[docs["method"] == m, "seed"].nunique(), n_boot) for m in methods}
-    est: dict[tuple[str, str, str], tuple[float, np.ndarray, int, int]] = {}
+    seeds = {m: tuple(sorted(docs.loc[docs["method"] == m, "seed"].unique())) for m in methods}
+    est: dict[tuple[str, str, str], Estimate] = {}
     for task in sorted(mains):
         tdocs = docs[docs["task"] == task]
         # documents every (method, seed) has: the paired comparison needs the same documents
@@ -117,44 +120,82 @@ def bootstrap_model(docs: pd.DataFrame, reference: str | None, *, extra: Mapping
                 if sub.empty:
                     continue
                 td = task_data(sub, metric, doc_ids)
-                est[(m, task, metric)] = (td.value(), td.value(seed_w[m], doc_w), len(td.seeds), len(doc_ids))
+                est[(m, task, metric)] = ratio_estimate(td.num, td.den, td.exponentiate, doc_w)
     score_tasks = [t for t, met in mains.items() if not lower_is_better(met)]
     for m in methods:
         parts = [est[(m, t, mains[t])] for t in score_tasks if (m, t, mains[t]) in est]
         if parts and len(parts) == len(score_tasks):
-            est[(m, AVERAGE, "main")] = (float(np.mean([p[0] for p in parts])), np.mean([p[1] for p in parts], axis=0),
-                                         parts[0][2], int(sum(p[3] for p in parts)))
+            est[(m, AVERAGE, "main")] = mean_of(parts)
+    return est, seeds
+
+
+def bootstrap_model(docs: pd.DataFrame, reference: str | None, *, extra: Mapping[str, Sequence[str]] | None = None,
+                    n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL,
+                    plan_hashes: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Intervals for every method of one model (``docs``: DOC_COLUMNS rows of that model).
+
+    Rows per method: each task's main metric (and ``extra[task]`` metrics), and ``average``
+    (metric ``main``) over the higher-is-better tasks; ``delta*`` = method − ``reference``
+    (missing for the reference itself or when there is none). Documents are resampled jointly for
+    all methods; methods with the same seed list are paired in seeds (``pairing``), others are not;
+    the seed component is t-based (``autoqra.report.variance``). A method whose plan hash
+    (``plan_hashes``) equals the reference's is the same fine-tune by design: ``same_plan_as`` names
+    the reference and its Δ is exactly 0 [0, 0].
+    """
+    model = str(docs["model"].iloc[0])
+    est, seeds = model_estimates(docs, extra=extra, n_boot=n_boot, seed=seed)
+    hashes = dict(plan_hashes or {})
     rows = []
-    for (m, task, metric), (point, reps, n_seeds, n_docs) in est.items():
-        lo, hi = interval(reps, level)
+    for (m, task, metric), e in est.items():
+        lo, hi = t_interval(e, level)
         row = {"model": model, "method": m, "task": task, "metric": metric, "lower_is_better": lower_is_better(metric),
-               "n_seeds": n_seeds, "n_docs": n_docs, "mean": point, "ci_lo": lo, "ci_hi": hi, "reference": reference,
-               "delta": np.nan, "delta_lo": np.nan, "delta_hi": np.nan, "resolved": None}
+               "n_seeds": len(seeds[m]), "n_docs": e.n_docs, "mean": e.point, "ci_lo": lo, "ci_hi": hi,
+               "reference": reference, "delta": np.nan, "delta_lo": np.nan, "delta_hi": np.nan, "resolved": None,
+               "pairing": _seed_note(e), "same_plan_as": None}
         ref = est.get((reference, task, metric)) if reference else None
         if ref is not None and m != reference:
-            dlo, dhi = interval(reps - ref[1], level)
-            row.update(delta=point - ref[0], delta_lo=dlo, delta_hi=dhi, resolved=bool(dlo > 0 or dhi < 0))
+            if hashes.get(m) is not None and hashes.get(m) == hashes.get(reference):
+                row.update(delta=0.0, delta_lo=0.0, delta_hi=0.0, resolved=False, same_plan_as=reference,
+                           pairing="same plan: one fine-tune per seed, shared")
+            else:
+                paired = seeds[m] == seeds[reference]
+                d = difference(e, ref, paired=paired)
+                dlo, dhi = t_interval(d, level)
+                row.update(delta=d.point, delta_lo=dlo, delta_hi=dhi, resolved=bool(dlo > 0 or dhi < 0),
+                           pairing=_seed_note(e, ref, paired))
         rows.append(row)
     return pd.DataFrame(rows, columns=UNCERTAINTY_COLUMNS)
 
 
-def bootstrap_all(docs: pd.DataFrame, references: Mapping[str, str | None], **kwargs) -> pd.DataFrame:
-    """``bootstrap_model`` for every model of ``docs`` with its reference method (``references[model]``)."""
-    frames = [bootstrap_model(sub, references.get(model), **kwargs) for model, sub in docs.groupby("model", sort=True)]
+def bootstrap_all(docs: pd.DataFrame, references: Mapping[str, str | None],
+                  plan_hashes: Mapping[str, Mapping[str, str]] | None = None, **kwargs) -> pd.DataFrame:
+    """``bootstrap_model`` for every model of ``docs`` with its reference method (``references[model]``)
+    and its methods' plan hashes (``plan_hashes[model]``, e.g. from ``plan_hashes_of(aggregate)``)."""
+    frames = [bootstrap_model(sub, references.get(model), plan_hashes=(plan_hashes or {}).get(model), **kwargs)
+              for model, sub in docs.groupby("model", sort=True)]
     if not frames:
         return pd.DataFrame(columns=UNCERTAINTY_COLUMNS)
     return pd.concat(frames, ignore_index=True)
 
 
+def plan_hashes_of(table: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """{model: {method: plan hash}} from a results/aggregate table with a ``plan_hash`` column."""
+    if "plan_hash" not in table.columns:
+        return {}
+    ok = table.dropna(subset=["plan_hash"])
+    return {str(m): {str(k): str(v) for k, v in sub.groupby("method")["plan_hash"].first().items()}
+            for m, sub in ok.groupby("model")}
+
+
 def paired_difference(a: TaskData, b: TaskData, n_boot: int = N_BOOT, seed: int = 0,
                       level: float = LEVEL) -> dict[str, float]:
-    """Δ = a − b on one task with its interval (documents paired, seeds independent); a building
-    block for claims that compare two runs directly."""
+    """Δ = a − b on one task with its interval (documents paired; seeds paired when both runs have
+    the same seed list); a building block for claims that compare two runs directly."""
     if a.num.shape[1] != b.num.shape[1]:
         raise ValueError(f"paired difference needs the same documents: {a.num.shape[1]} vs {b.num.shape[1]}")
     rng = np.random.default_rng(seed)
     doc_w = multinomial_weights(rng, a.num.shape[1], n_boot)
-    reps = a.value(multinomial_weights(rng, len(a.seeds), n_boot), doc_w) - \
-        b.value(multinomial_weights(rng, len(b.seeds), n_boot), doc_w)
-    lo, hi = interval(reps, level)
-    return {"delta": a.value() - b.value(), "lo": lo, "hi": hi, "resolved": bool(lo > 0 or hi < 0)}
+    d = difference(ratio_estimate(a.num, a.den, a.exponentiate, doc_w),
+                   ratio_estimate(b.num, b.den, b.exponentiate, doc_w), paired=list(a.seeds) == list(b.seeds))
+    lo, hi = t_interval(d, level)
+    return {"delta": d.point, "lo": lo, "hi": hi, "resolved": bool(lo > 0 or hi < 0)}
