@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from autoqra.errors import ConfigError
-from autoqra.forecast.devices import CPU, DEVICE_NAMES, GB, Device, get_device, largest_device
+from autoqra.forecast.devices import DEVICE_NAMES, GB, Device, get_device, largest_device
 from autoqra.forecast.shapes import compute_params, model_shape, total_params
 from autoqra.forecast.stages import model_phases
 from autoqra.forecast.work import Phase, seq_tokens
