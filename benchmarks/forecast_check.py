@@ -8,7 +8,8 @@ of a finished Snakemake run (results/benchmarks/<rule>/...tsv: wall seconds `s` 
         --stage-target 0.25 --total-target 0.15 --out benchmarks/results/forecast_check.json
 
 On a shared machine the wall seconds carry the neighbours' load; `cpu_time` (one thread per job)
-does not, so both are compared.
+does not, so both are compared (Snakemake samples cpu_time once a second, then every 30 s). The totals
+sum the stages the run has measured.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def main() -> None:
             row[f"rel_error_{k}"] = (f_s - v) / v if v else None
             row[f"within_target_{k}"] = None if v < 60 else abs(row[f"rel_error_{k}"]) <= args.stage_target
         rows.append(row)
+        if not m["jobs"]:  # a stage the run has not reached (or skipped): not in the totals
+            continue
         tot["forecast_s"] += f_s
         tot["wall_s"] += m["wall_s"]
         tot["cpu_s"] += m["cpu_s"]
