@@ -46,10 +46,11 @@ def search_phases(cfg: Mapping, variant: str, shape) -> tuple[list[Phase], dict]
             out.append(Phase(f"Stage 2 t{t}", "refine_evaluate", jobs, hf.scaled(_ceil_div(q, jobs))))
             n["hf"] += q
     groups = 2 if _stage2(cfg, variant) else 1
-    pairs = 2 * groups * int(cfg["refine"]["reevaluate_top_k"]) * int(cfg["refine"]["reevaluate_seeds"])
-    jobs = min(int(cfg["refine"]["shards"]), pairs)
-    out.append(Phase("Picks", "final_evaluate", jobs, hf.scaled(_ceil_div(pairs, jobs)),
-                     notes=["at most: top-k by utility and by HF score may overlap"]))
+    bound = 2 * groups * int(cfg["refine"]["reevaluate_top_k"]) * int(cfg["refine"]["reevaluate_seeds"])
+    jobs = min(int(cfg["refine"]["shards"]), bound)  # the DAG's jobs: sized by the bound
+    out.append(Phase("Picks", "final_evaluate", jobs, hf.scaled(_ceil_div(bound // 2, jobs)),
+                     notes=[f"expected {bound // 2} of at most {bound} (plan, seed) pairs: the top-k by utility "
+                            "and by HF score mostly overlap"]))
     spend = (n["lf"] * _units(cfg, lf) + n["hf"] * _units(cfg, hf)) / _units(cfg, hf)
     return out, {"evaluations": n, "hf_equivalents": spend}
 
@@ -91,8 +92,8 @@ def model_phases(cfg: Mapping, shape) -> list[Phase]:
         note = [] if cfg["random_search"]["evaluations"] else [f"equal cost: AutoQRA's {spend:.1f} HF-equivalents"]
         phases.append(Phase("Baselines: random search", "random_evaluate", jobs, hf.scaled(_ceil_div(n, jobs)),
                             notes=note))
-        pairs = 2 * int(cfg["refine"]["reevaluate_top_k"]) * int(cfg["refine"]["reevaluate_seeds"])
-        jobs = min(int(cfg["random_search"]["shards"]), pairs)
+        pairs = int(cfg["refine"]["reevaluate_top_k"]) * int(cfg["refine"]["reevaluate_seeds"])  # expected, half the bound
+        jobs = min(int(cfg["random_search"]["shards"]), 2 * pairs)
         phases.append(Phase("Baselines: random search", "random_reevaluate", jobs, hf.scaled(_ceil_div(pairs, jobs))))
     if cfg["optuna_search"]["enabled"]:
         n = cfg["optuna_search"].get("evaluations") or math.floor(spend or 1)

@@ -29,8 +29,9 @@ LM_EVAL_TASKS = {"arc_easy": (4, 2376, 60), "arc_challenge": (4, 1172, 70), "boo
                  "hellaswag": (4, 10042, 110), "openbookqa": (4, 500, 40), "piqa": (2, 1838, 60),
                  "winogrande": (2, 1267, 40), "mmlu": (4, 14042, 120), "wikitext": (1, 62, 4000),
                  "gsm8k": (256, 1319, 300)}
-# Local tasks: synth_mc 4 choices, synth_gen 12 generated tokens, general_text 78 held-out paragraphs.
-LOCAL_TASKS = {"synth_mc": (4, None, 32), "synth_gen": (12, None, 40), "general_text": (1, 78, 96)}
+# Local tasks: synth_mc 4 choices, synth_gen a prompt + up to 12 generated tokens (KV cache: one
+# token's forward each), general_text 78 held-out paragraphs.
+LOCAL_TASKS = {"synth_mc": (4, None, 32), "synth_gen": (1, None, 52), "general_text": (1, 78, 96)}
 
 
 @dataclass
