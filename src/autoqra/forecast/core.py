@@ -111,7 +111,7 @@ def job_seconds(phase: Phase, cfg: Mapping, shape, dev: Device, model_dtype_byte
     flops_per_train_token = (8.0 if w.checkpointing else 6.0) * n
     parts = {
         "start": dev.start_s + dev.load_s_per_gb * total_params(shape) * model_dtype_bytes / GB,
-        "build": w.builds * dev.load_s_per_gb * total_params(shape) * 0.6 / GB
+        "build": w.builds * dev.load_s_per_gb * total_params(shape) * model_dtype_bytes / GB
         + w.quantize_weights / 1e9 * dev.quantize_s_per_gweight,
         "train": w.steps * dev.step_overhead_s * shape.n_blocks + w.train_tokens * flops_per_train_token * qf / dev.train_flops,
         "score": w.score_tokens * 2.0 * n * qf / dev.score_flops,

@@ -48,22 +48,15 @@ class Device:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-# CPU (one thread, float32, CPU seconds), each figure with its measurement:
-CPU = Device("cpu", "cpu", 24 * 2**30, train_flops=7.0e10, score_flops=5.4e10, step_overhead_s=0.011,
-             start_s=5.3, load_s_per_gb=3.0, quantize_s_per_gweight=200.0,
-             quant_factor={"none": 1.0, "hqq": 1.7, "nf4": 1.0, "int8": 1.5},
-             sources={"train_flops": "benchmarks/results/final_steps_cpu.json: SmolLM2-135M 16-bit LoRA, 30 steps of "
-                                     "batch 4 in 51 CPU s (6·N FLOPs per padded token)",
-                      "score_flops": "benchmarks/results/general_ability_cpu.json: 1090 general-text tokens scored "
-                                     "in 5.4 CPU s (2·N FLOPs per token)",
-                      "step_overhead_s, start_s": CPU_SOURCE + " (micro model: 0.044 CPU s per 4-block step, "
-                                                  "5.3 CPU s to import and load)",
-                      "quant_factor": "hqq: benchmarks/results/general_ability_cpu.json step CPU s hqq2/3/4 vs lora16 "
-                                      "(1.45-1.96x); nf4: benchmarks/results/quant_bench_cpu.json tokens/s (0.93x); "
-                                      "int8: assumed",
-                      "load_s_per_gb": "ENVIRONMENT.md: SmolLM2's 517 MB fp32 dir reloads in 1-2 s",
-                      "quantize_s_per_gweight": "ENVIRONMENT.md: HQQ of SmolLM2's 106M projection weights ~28 s "
-                                                "(x ~2 under load)",
+# CPU (one thread, float32, CPU seconds), from benchmarks/results/forecast_cpu.json: SmolLM2-135M's
+# 16-bit LoRA step (1.76 s for 113 padded tokens, less 30 blocks' overhead) and its scoring (64
+# validation examples in 8.3 s) set the FLOP rates; the micro model's step (0.044 s, 4 blocks) the
+# per-block overhead; NF4 and a mixed 2/3/4/8 HQQ plan vs 16-bit (train and score) the factors.
+CPU = Device("cpu", "cpu", 24 * 2**30, train_flops=6.3e10, score_flops=5.8e10, step_overhead_s=0.011,
+             start_s=5.3, load_s_per_gb=2.8, quantize_s_per_gweight=330.0,
+             quant_factor={"none": 1.0, "hqq": 1.55, "nf4": 1.3, "int8": 1.5},
+             sources={"all but int8 and memory": CPU_SOURCE,
+                      "quant_factor.int8": "assumed (not measured)",
                       "memory_bytes": "this machine's 24 GiB"})
 
 # (dense bf16 peak FLOP/s, memory bytes): NVIDIA datasheets.

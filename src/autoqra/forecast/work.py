@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 from autoqra.errors import ConfigError
 
-# Padded tokens per sequence when no prepared data says otherwise. Synthetic: measured (the longest
-# synthetic example is 50 SmolLM2 tokens, batches pad to their longest). Alpaca-style: assumed
+# Padded tokens per sequence. Synthetic: measured (batches of 4 pad to their longest). Alpaca-style: assumed
 # (Alpaca-cleaned with the prompt template is ~180 Llama-3 tokens on average, a batch of 4 pads to
 # its longest, ~300), capped by data.max_seq_len.
-SEQ_TOKENS = {"synthetic": (32, "measured: synthetic examples, SmolLM2 tokens padded per batch"),
+SEQ_TOKENS = {"synthetic": (28, "measured: synthetic examples, 28.2 SmolLM2 tokens per sequence padded per batch "
+                                "of 4 (benchmarks/results/forecast_cpu.json)"),
               "alpaca": (300, "assumed: Alpaca-style examples padded per batch of 4")}
 # Rows of known hub datasets (the split the pipeline reads), for n_train: null.
 DATASET_ROWS = {"yahma/alpaca-cleaned": 51760, "tatsu-lab/alpaca": 52002}
@@ -29,9 +29,11 @@ LM_EVAL_TASKS = {"arc_easy": (4, 2376, 60), "arc_challenge": (4, 1172, 70), "boo
                  "hellaswag": (4, 10042, 110), "openbookqa": (4, 500, 40), "piqa": (2, 1838, 60),
                  "winogrande": (2, 1267, 40), "mmlu": (4, 14042, 120), "wikitext": (1, 62, 4000),
                  "gsm8k": (256, 1319, 300)}
-# Local tasks: synth_mc 4 choices, synth_gen a prompt + up to 12 generated tokens (KV cache: one
-# token's forward each), general_text 78 held-out paragraphs.
-LOCAL_TASKS = {"synth_mc": (4, None, 32), "synth_gen": (1, None, 52), "general_text": (1, 78, 96)}
+# Local tasks, as tokens scored per document (measured: benchmarks/results/final_steps_cpu.json, CPU
+# seconds per task on SmolLM2 at the CPU scoring rate): synth_mc (one-token choices share their
+# context in lm-eval's batches) 54, synth_gen (prompt + up to 12 tokens, KV cache) 38, general_text
+# (78 held-out paragraphs, rolling log-likelihood) 216.
+LOCAL_TASKS = {"synth_mc": (1, None, 54), "synth_gen": (1, None, 38), "general_text": (1, 78, 216)}
 
 
 @dataclass
