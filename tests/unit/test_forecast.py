@@ -49,7 +49,7 @@ def test_larger_model_or_more_finetuning_raises_runtime_and_memory():
         assert b.estimate(rule, wc)["seconds"] > a.estimate(rule, wc)["seconds"], rule
         assert b.gpu_mem_mb(rule, wc, 1) > a.gpu_mem_mb(rule, wc, 1), rule
         assert b.mem_mb(rule, wc, 1) >= a.mem_mb(rule, wc, 1), rule
-    longer = JobSizer(_micro(**{"finetune.steps": 60000}), workdir="/nonexistent")
+    longer = JobSizer(_micro(**{"finetune.steps": 600000}), workdir="/nonexistent")
     base = JobSizer(small, workdir="/nonexistent")
     assert longer.runtime("finetune", wc, 1) > base.runtime("finetune", wc, 1)
     # retries escalate: more time and memory each attempt

@@ -22,7 +22,7 @@ from autoqra.forecast.stages import model_phases
 from autoqra.forecast.work import Phase, finetune_work
 
 SAFETY = 1.5            # forecast x 1.5 on the first try
-RUNTIME_FLOOR_MIN = 10  # queueing, node start-up, file staging
+RUNTIME_FLOOR_MIN = 30  # node start-up, file staging, a loaded node (a job never asks for less)
 HOST_FLOOR_MB = 4000
 MAX_RUNTIME_MIN = 7 * 24 * 60
 
