@@ -98,7 +98,7 @@ def _quant_factor(cfg: Mapping, dev: Device, kind: str) -> float:
     per = []
     for m in cfg["methods"].values():
         if m["plan"] == "uniform":
-            q = m.get("quantizer") or qmap[int(m["bits"])] if int(m["bits"]) < 16 else "none"
+            q = (m.get("quantizer") or qmap[int(m["bits"])]) if int(m["bits"]) < 16 else "none"
             per.append(dev.quant_factor.get(q, 1.0))
         elif m["plan"] != "base":
             per.append(search)

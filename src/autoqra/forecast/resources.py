@@ -19,7 +19,7 @@ from autoqra.forecast.core import job_seconds, peak_bytes
 from autoqra.forecast.devices import GB, get_device
 from autoqra.forecast.shapes import model_shape, total_params
 from autoqra.forecast.stages import model_phases
-from autoqra.forecast.work import Phase, finetune_work
+from autoqra.forecast.work import Phase, Work, finetune_work
 
 SAFETY = 1.5            # forecast x 1.5 on the first try
 RUNTIME_FLOOR_MIN = 30  # node start-up, file staging, a loaded node (a job never asks for less)
@@ -76,7 +76,7 @@ class JobSizer:
         if rule == "finetune" and wildcards.get("method") in self.config["methods"]:
             cands = [Phase("Fine-tuning", "finetune", 1, finetune_work(self.config, wildcards["method"]), plan="16bit")]
         if not cands:  # e.g. model_prepare: a start and a model load
-            cands = [Phase("setup", rule, 1, _empty())]
+            cands = [Phase("setup", rule, 1, Work())]
         best = {"seconds": 0.0, "peak_bytes": 0.0, "host_bytes": 0.0}
         for p in cands:
             s = job_seconds(p, self.config, shape, dev, 2.0)["total"]
@@ -106,9 +106,3 @@ class JobSizer:
         need = self.gpu_mem_mb(rule, wildcards, attempt) * 1e6
         tiers = gpu_tiers()
         return next((n for n, mem in tiers if mem >= need), tiers[-1][0])
-
-
-def _empty():
-    from autoqra.forecast.work import Work
-
-    return Work()
