@@ -80,13 +80,25 @@ def peak_bytes(phase: Phase, cfg: Mapping, shape, dev: Device) -> float:
     peak = pred["total"]
     if phase.plan == "lm_eval":
         peak = pred["weights"] + pred["lora"] + 2 * 4.0 * int(cfg["lm_eval"]["batch_size"]) * 512 * shape.vocab_size
-    if phase.plan == "stage0":  # the fidelity pass: two fp32 next-token distributions per calibration batch
-        s = cfg["sensitivity"]
-        jsd = pred["weights"] + 3 * 4.0 * int(s.get("calib_batch_size", 4)) * int(s["calib_len"]) * shape.vocab_size
-        peak = max(peak, jsd)
+    if phase.plan == "stage0":  # Stage 0's own analytic footprint (autoqra.sensitivity.footprint, CUDA overhead included)
+        return stage0_peak(cfg, shape, dev)
     if dev.kind == "gpu":
         peak = (peak + 1 * GB) * 1.10
     return peak
+
+
+def stage0_peak(cfg: Mapping, shape, dev: Device) -> float:
+    """Peak bytes of the sensitivity job, as Stage 0 itself estimates it before it starts."""
+    from autoqra.plan import quantizer_map
+    from autoqra.sensitivity.footprint import stage0_footprint
+    from autoqra.sensitivity.settings import SensitivitySettings
+
+    space = cfg["search_space"]
+    s = SensitivitySettings(**cfg["sensitivity"], bits_ladder=tuple(space["bits"]),
+                            max_seq_len=int(cfg["data"]["max_seq_len"]), alpha_per_rank=space["lora_alpha_per_rank"])
+    q = quantizer_map(space["quantizers"])[s.resolved_low_bits]
+    return float(stage0_footprint(shape, s, q, space["group_size"], "cuda" if dev.kind == "gpu" else "cpu",
+                                  space["hqq_axis"])["peak_bytes"])
 
 
 def _quant_factor(cfg: Mapping, dev: Device, kind: str) -> float:
