@@ -1,4 +1,5 @@
-"""Command line: ``autoqra memory`` (memory breakdown of a plan), ``autoqra check-config`` and
+"""Command line: ``autoqra memory`` (memory breakdown of a plan), ``autoqra check-config``,
+``autoqra forecast`` (what a config will cost) and
 ``autoqra study`` (the pipeline once per budget of config/study.yaml, then the study's tables)."""
 
 from __future__ import annotations
@@ -78,6 +79,21 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forecast(args: argparse.Namespace) -> int:
+    from autoqra.forecast import forecast, format_table, load_forecast_config
+    from autoqra.forecast.resources import profile_devices
+    from autoqra.io import atomic_write_json
+
+    cfg = load_forecast_config(args.config, base_dir=args.base_dir)
+    devices = args.devices or (profile_devices(args.profile) if args.profile else None)
+    fc = forecast(cfg, device=args.device, devices=devices, workdir=args.base_dir, config_name=args.config)
+    print(format_table(fc))
+    if args.json:
+        atomic_write_json(args.json, fc)
+        print(f"written: {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from autoqra.plan import DEFAULT_HQQ_AXIS, QUANTIZERS
 
@@ -110,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--combine-only", action="store_true", help="only rebuild the tables from finished runs")
     s.add_argument("snakemake_args", nargs="*", help="passed to snakemake after --, e.g. -- --keep-going")
     s.set_defaults(func=cmd_study)
+    f = sub.add_parser("forecast", help="device-hours, memory, disk and wall time of a config before any job runs")
+    f.add_argument("config", help="e.g. config/paper.yaml")
+    f.add_argument("--device", help="device of the table (cpu, h100, h200, a100, l40s, rtx4090); default: h100 for "
+                   "hub models, else cpu")
+    f.add_argument("--devices", type=int, help="parallel devices (default: the profile's jobs, else 1 GPU / 2 CPU jobs)")
+    f.add_argument("--profile", help="a Snakemake profile directory whose 'jobs' sets --devices (e.g. profiles/slurm)")
+    f.add_argument("--json", help="also write the forecast as JSON to this file")
+    f.add_argument("--base-dir", default=".", help="directory relative paths resolve against")
+    f.set_defaults(func=cmd_forecast)
     return ap
 
 

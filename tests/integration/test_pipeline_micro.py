@@ -178,11 +178,11 @@ def test_rerun_is_a_no_op(micro_run):
     assert "Nothing to be done" in res.stdout + res.stderr
 
 
-@pytest.mark.parametrize("name", ["micro.yaml", "config.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["micro.yaml", "config.yaml", "paper.yaml", "study-gpu.yaml"])
 def test_dry_run_builds_dag(tmp_path, name):
     # paper.yaml names hub models: offline they would have to be cached, online they are fetched later
     # paper.yaml's gated Llama 3 makes the workflow require HF_TOKEN (envvars); any value parses
-    res = snakemake(tmp_path, "-n", "--configfile", str(ROOT / "config" / name), offline=name != "paper.yaml",
+    res = snakemake(tmp_path, "-n", "--configfile", str(ROOT / "config" / name), offline=name not in ("paper.yaml", "study-gpu.yaml"),
                     env={"HF_TOKEN": os.environ.get("HF_TOKEN", "hf_dry_run")})
     assert res.returncode == 0, res.stderr[-3000:]
     assert "model_prepare" in res.stdout and "prefetch_model" in res.stdout

@@ -24,7 +24,8 @@ def test_micro_pipeline_through_slurm_equals_a_local_run(slurm, micro_run, tmp_p
                           "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "5",
                           "--slurm-logdir", str(tmp_path / "slurm-logs"), cores=None)]
     t0 = time.time()
-    res = subprocess.run(cmd, capture_output=True, text=True, env={**slurm.env, **OFFLINE})
+    # the fake node's GPUs are gres type a100: the forecast's GPU tier choice (gpu_model) has that one tier
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**slurm.env, **OFFLINE, "AUTOQRA_GPU_TIERS": "a100"})
     elapsed = time.time() - t0
     log = res.stdout + res.stderr
     (tmp_path / "snakemake.log").write_text(log)

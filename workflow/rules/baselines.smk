@@ -53,6 +53,7 @@ rule random_evaluate:
     threads: HEAVY_THREADS
     resources:
         gpu=1,
+        **forecast_resources("random_evaluate"),
     script:
         "../scripts/random_step.py"
 
@@ -106,6 +107,7 @@ rule random_reevaluate:
     threads: HEAVY_THREADS
     resources:
         gpu=1,
+        **forecast_resources("random_reevaluate"),
     script:
         "../scripts/random_step.py"
 
@@ -187,6 +189,7 @@ rule optuna_search:
     threads: HEAVY_THREADS
     resources:
         gpu=1,
+        **forecast_resources("optuna_search"),
     script:
         "../scripts/optuna_search.py"
 
@@ -215,5 +218,6 @@ rule methods_hf:
     threads: HEAVY_THREADS
     resources:
         gpu=1,
+        **forecast_resources("methods_hf"),
     script:
         "../scripts/methods_hf.py"

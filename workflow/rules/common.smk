@@ -394,6 +394,43 @@ def paper_outputs():
     return paper_targets(MODELS, with_random=uses_random())
 
 
+# -- cluster resources from the forecast (autoqra.forecast.resources) ----------------------------
+# Per job: runtime (min), host mem_mb, gpu_mem_mb and the smallest GPU tier holding it (gpu_model),
+# from the same work counts and device table as `autoqra forecast`, x1.5 safety, growing with each
+# retry (attempt). Computed lazily: a rule's first job pays for the model's shape (never a download).
+_SIZER = None
+
+
+def job_sizer():
+    global _SIZER
+    if _SIZER is None:
+        from autoqra.forecast.resources import JobSizer
+
+        _SIZER = JobSizer(config, workdir=".")
+    return _SIZER
+
+
+def forecast_resources(rule, gpu=True):
+    """The resources of ``rule``'s jobs as named callables of (wildcards, attempt)."""
+
+    def runtime(wildcards, attempt):
+        return job_sizer().runtime(rule, dict(wildcards.items()), attempt)
+
+    def mem_mb(wildcards, attempt):
+        return job_sizer().mem_mb(rule, dict(wildcards.items()), attempt)
+
+    def gpu_mem_mb(wildcards, attempt):
+        return job_sizer().gpu_mem_mb(rule, dict(wildcards.items()), attempt)
+
+    def gpu_model(wildcards, attempt):
+        return job_sizer().gpu_model(rule, dict(wildcards.items()), attempt)
+
+    out = {"runtime": runtime, "mem_mb": mem_mb}
+    if gpu:
+        out.update(gpu_mem_mb=gpu_mem_mb, gpu_model=gpu_model)
+    return out
+
+
 def get_final_output():
     out = []
     out += expand("results/data/{dataset}/manifest.json", dataset=DATASET)

@@ -28,5 +28,6 @@ rule lm_eval:
     threads: HEAVY_THREADS
     resources:
         gpu=1,
+        **forecast_resources("lm_eval"),
     script:
         "../scripts/lm_eval.py"

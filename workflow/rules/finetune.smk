@@ -23,5 +23,6 @@ rule finetune:
     threads: HEAVY_THREADS
     resources:
         gpu=1,
+        **forecast_resources("finetune"),
     script:
         "../scripts/finetune.py"

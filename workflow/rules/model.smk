@@ -18,6 +18,6 @@ rule model_prepare:
         "../../envs/autoqra.yaml"
     threads: HEAVY_THREADS
     resources:
-        mem_mb=8000,
+        **forecast_resources("model_prepare", gpu=False),
     script:
         "../scripts/model_prepare.py"

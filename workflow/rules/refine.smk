@@ -56,6 +56,7 @@ rule refine_evaluate:
     threads: HEAVY_THREADS
     resources:
         gpu=1,
+        **forecast_resources("refine_evaluate"),
     script:
         "../scripts/refine_step.py"
 
@@ -137,6 +138,7 @@ rule final_evaluate:
     threads: HEAVY_THREADS
     resources:
         gpu=1,
+        **forecast_resources("final_evaluate"),
     script:
         "../scripts/refine_step.py"
 

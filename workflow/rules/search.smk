@@ -29,6 +29,7 @@ rule search_reference:
     threads: HEAVY_THREADS
     resources:
         gpu=1,
+        **forecast_resources("search_reference"),
     script:
         "../scripts/search_reference.py"
 
@@ -87,6 +88,7 @@ rule search_evaluate:
     threads: HEAVY_THREADS
     resources:
         gpu=1,
+        **forecast_resources("search_evaluate"),
     script:
         "../scripts/search_evaluate.py"
 

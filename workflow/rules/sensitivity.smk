@@ -23,5 +23,6 @@ rule sensitivity:
     threads: HEAVY_THREADS
     resources:
         gpu=1,
+        **forecast_resources("sensitivity"),
     script:
         "../scripts/sensitivity.py"

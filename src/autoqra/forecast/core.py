@@ -1,0 +1,237 @@
+"""``autoqra forecast``: device-hours, memory, disk and wall time of a config, before any job runs.
+
+Per phase (autoqra.forecast.stages): seconds per job on the device (autoqra.forecast.devices),
+peak device memory per job (the training-peak predictor, autoqra.train_memory, on the largest plan
+the phase can train), host memory, disk. Wall time at N devices ≈ max(the long serial path with
+each phase's jobs N at a time, device-hours / N).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from autoqra.errors import ConfigError
+from autoqra.forecast.devices import DEVICE_NAMES, GB, Device, get_device, largest_device
+from autoqra.forecast.shapes import compute_params, model_shape, total_params
+from autoqra.forecast.stages import model_phases
+from autoqra.forecast.work import Phase, seq_tokens
+
+SAFETY_NOTE = "GPU peaks: predictor + 1 GB CUDA context, x1.10 allocator slack (assumed)"
+HOST_OVERHEAD = {"cpu": 1.5 * GB, "gpu": 3.0 * GB}  # interpreter, torch, tokenizer, data (assumed)
+BOOKKEEPING_S = 8.0  # a local propose/promote/select job between two phases (host CPU seconds, assumed)
+RESULTS_DIR = Path(__file__).resolve().parents[3] / "benchmarks" / "results"
+
+
+@contextmanager
+def _hub_lookup_allowed():
+    """Validation peeks at cached hub configs only (local_files_only); HF_HUB_OFFLINE would turn an
+    uncached id into an error before the forecast's table of shapes can answer."""
+    old = os.environ.pop("HF_HUB_OFFLINE", None)
+    try:
+        yield
+    finally:
+        if old is not None:
+            os.environ["HF_HUB_OFFLINE"] = old
+
+
+def load_forecast_config(path: str | os.PathLike, base_dir: str | os.PathLike = ".") -> dict:
+    from autoqra.config import load_config
+
+    with _hub_lookup_allowed():
+        return load_config(path, base_dir=base_dir)
+
+
+def _plan_for(kind: str, cfg: Mapping, shape) -> Any:
+    from autoqra.memory import space_memory_model
+
+    space, bud = cfg["search_space"], cfg["budget"]
+    mm = space_memory_model(shape, space)
+    r_max = max(space["ranks"])
+    if kind in ("16bit", "lm_eval") and any(m["plan"] == "uniform" and int(m["bits"]) == 16
+                                            for m in cfg["methods"].values()):
+        return mm.uniform(16, r_max, "none")
+    if kind == "stage0":
+        return mm.uniform(16, int(cfg["sensitivity"].get("r_max", 16)), "none")
+    return mm.uniform(int(bud.get("bits", 4)), r_max)
+
+
+def peak_bytes(phase: Phase, cfg: Mapping, shape, dev: Device) -> float:
+    """Predicted peak device memory of one job of ``phase``."""
+    from autoqra.train_memory import predict_training_peak
+
+    plan = _plan_for(phase.plan, cfg, shape)
+    nb = 4 if dev.kind == "cpu" else 2
+    seq = int(cfg["data"]["max_seq_len"])
+    if phase.plan == "stage0":
+        s = cfg["sensitivity"]
+        seq, batch, ckpt = min(seq, int(s.get("max_seq_len", 256))), int(s.get("batch_size", 4)), s.get("grad_checkpointing")
+    else:
+        batch = int(cfg["finetune"].get("batch_size", cfg["training"]["batch_size"]) if phase.rule == "finetune"
+                    else cfg["training"]["batch_size"])
+        ckpt = cfg["training"].get("grad_checkpointing", False)
+    pred = predict_training_peak(shape, plan, batch_size=batch, seq_len=seq, logit_len=seq,
+                                 lora_dropout=float(cfg["search_space"]["lora_dropout"]) > 0, dense_bytes=nb,
+                                 act_bytes=nb, grad_checkpointing=bool(ckpt))
+    peak = pred["total"]
+    if phase.plan == "lm_eval":
+        peak = pred["weights"] + pred["lora"] + 2 * 4.0 * int(cfg["lm_eval"]["batch_size"]) * 512 * shape.vocab_size
+    if phase.plan == "stage0":  # Stage 0's own analytic footprint (autoqra.sensitivity.footprint, CUDA overhead included)
+        return stage0_peak(cfg, shape, dev)
+    if dev.kind == "gpu":
+        peak = (peak + 1 * GB) * 1.10
+    return peak
+
+
+def stage0_peak(cfg: Mapping, shape, dev: Device) -> float:
+    """Peak bytes of the sensitivity job, as Stage 0 itself estimates it before it starts."""
+    from autoqra.plan import quantizer_map
+    from autoqra.sensitivity.footprint import stage0_footprint
+    from autoqra.sensitivity.settings import SensitivitySettings
+
+    space = cfg["search_space"]
+    s = SensitivitySettings(**cfg["sensitivity"], bits_ladder=tuple(space["bits"]),
+                            max_seq_len=int(cfg["data"]["max_seq_len"]), alpha_per_rank=space["lora_alpha_per_rank"])
+    q = quantizer_map(space["quantizers"])[s.resolved_low_bits]
+    return float(stage0_footprint(shape, s, q, space["group_size"], "cuda" if dev.kind == "gpu" else "cpu",
+                                  space["hqq_axis"])["peak_bytes"])
+
+
+def _quant_factor(cfg: Mapping, dev: Device, kind: str) -> float:
+    qmap = cfg["search_space"]["quantizers"]
+    qs = [qmap[b] for b in cfg["search_space"]["bits"] if int(b) < 16]
+    search = sum(dev.quant_factor.get(q, 1.0) for q in qs) / max(1, len(qs))
+    if kind == "budget":
+        return search
+    per = []
+    for m in cfg["methods"].values():
+        if m["plan"] == "uniform":
+            q = (m.get("quantizer") or qmap[int(m["bits"])]) if int(m["bits"]) < 16 else "none"
+            per.append(dev.quant_factor.get(q, 1.0))
+        elif m["plan"] != "base":
+            per.append(search)
+    return sum(per) / len(per) if per else 1.0
+
+
+def job_seconds(phase: Phase, cfg: Mapping, shape, dev: Device, model_dtype_bytes: float) -> dict[str, float]:
+    w, n = phase.work, compute_params(shape)
+    qf = _quant_factor(cfg, dev, "budget" if phase.plan == "budget" else "16bit")
+    flops_per_train_token = (8.0 if w.checkpointing else 6.0) * n
+    parts = {
+        "start": dev.start_s + dev.load_s_per_gb * total_params(shape) * model_dtype_bytes / GB,
+        "build": w.builds * dev.load_s_per_gb * total_params(shape) * model_dtype_bytes / GB
+        + w.quantize_weights / 1e9 * dev.quantize_s_per_gweight,
+        "train": w.steps * dev.step_overhead_s * shape.n_blocks + w.train_tokens * flops_per_train_token * qf / dev.train_flops,
+        "score": w.score_tokens * 2.0 * n * qf / dev.score_flops,
+    }
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def disk_bytes(cfg: Mapping, shape, n_evals: int, n_runs: int, dtype_bytes: float) -> dict[str, float]:
+    from autoqra.memory import space_memory_model
+
+    mm = space_memory_model(shape, cfg["search_space"])
+    cache = sum(shape.n_blocks * (mm.block_cost(int(b), 0)["weights"] + mm.block_cost(int(b), 0)["quant_meta"])
+                for b in set(cfg["search_space"]["bits"]) if int(b) < 16)
+    spec_sources = {m["source"] for m in cfg["models"].values()}
+    adapter = shape.lora_params_per_rank * max(cfg["search_space"]["ranks"]) * shape.n_blocks * 4.0
+    return {"model": total_params(shape) * dtype_bytes,
+            "hub_download": total_params(shape) * 2.0 if "hub" in spec_sources else 0.0,
+            "quant_cache": cache, "adapters": n_runs * adapter,
+            "records_and_logs": n_evals * 20e3 + n_runs * 2e6}
+
+
+def forecast(cfg: Mapping, device: str | None = None, devices: int | None = None,
+             workdir: str | os.PathLike = ".", config_name: str = "config") -> dict[str, Any]:
+    """The forecast of a validated config (see module doc) as a JSON-ready dict."""
+    hub = any(m["source"] == "hub" for m in cfg["models"].values())
+    dev = get_device(device or ("h100" if hub else "cpu"), RESULTS_DIR)
+    par = int(devices or (1 if dev.kind == "gpu" else 2 // max(1, int(cfg.get("job_threads", 1)))) or 1)
+    if par < 1:
+        raise ConfigError(f"argument --devices: expected a positive number of parallel devices, got {devices}")
+    seq, seq_src = seq_tokens(cfg)
+    out: dict[str, Any] = {"config": config_name, "device": dev.to_dict(), "parallel_devices": par,
+                           "assumptions": {"seq_tokens": seq, "seq_tokens_source": seq_src,
+                                           "memory": SAFETY_NOTE, "host_overhead_bytes": HOST_OVERHEAD,
+                                           "bookkeeping_s_per_phase": BOOKKEEPING_S,
+                                           "wall": "max(serial path with each phase's jobs N at a time, "
+                                                   "device-hours / N)"},
+                           "models": {}, "stages": {}, "phases": []}
+    big = largest_device()
+    total_s = 0.0
+    path_s = 0.0
+    for name, spec in cfg["models"].items():
+        shape, src = model_shape(name, spec, workdir)
+        dtype_b = 2.0 if dev.kind == "gpu" else 4.0
+        phases = model_phases(cfg, shape)
+        mpath = 0.0
+        n_evals = 0
+        for ph in phases:
+            secs = job_seconds(ph, cfg, shape, dev, dtype_b)
+            peak = peak_bytes(ph, cfg, shape, dev)
+            if peak > big.memory_bytes:
+                raise ConfigError(f"config key 'models.{name}': a {ph.rule} job needs {peak / GB:.1f} GB of device "
+                                  f"memory, more than every device in the table (largest: {big.name}, "
+                                  f"{big.memory_bytes / GB:.0f} GB); lower training.batch_size or "
+                                  f"data.max_seq_len, or enable training.grad_checkpointing")
+            host = (peak if dev.kind == "cpu" else total_params(shape) * dtype_b) + HOST_OVERHEAD[dev.kind]
+            dev_s = ph.jobs * secs["total"]
+            total_s += dev_s
+            n_evals += ph.jobs * int(round(ph.work.builds))
+            if ph.on_path:
+                mpath += math.ceil(ph.jobs / par) * secs["total"] + BOOKKEEPING_S
+            row = {"model": name, "stage": ph.stage, "rule": ph.rule, "jobs": ph.jobs,
+                   "seconds_per_job": secs, "device_hours": dev_s / 3600, "peak_device_bytes": peak,
+                   "fits_device": peak <= dev.memory_bytes, "host_bytes": host,
+                   "train_tokens_per_job": ph.work.train_tokens, "score_tokens_per_job": ph.work.score_tokens,
+                   "on_serial_path": ph.on_path, "notes": ph.notes}
+            out["phases"].append(row)
+            st = out["stages"].setdefault(_stage_key(ph.stage), {"jobs": 0, "device_hours": 0.0, "peak_device_bytes": 0.0,
+                                                                 "host_bytes": 0.0})
+            st["jobs"] += ph.jobs
+            st["device_hours"] += dev_s / 3600
+            st["peak_device_bytes"] = max(st["peak_device_bytes"], peak)
+            st["host_bytes"] = max(st["host_bytes"], host)
+        runs = sum(p.jobs for p in phases if p.rule == "finetune")
+        out["models"][name] = {"shape_source": src, "n_blocks": shape.n_blocks, "total_params": total_params(shape),
+                               "compute_params": compute_params(shape),
+                               "disk_bytes": disk_bytes(cfg, shape, n_evals, runs, dtype_b),
+                               "serial_path_hours": mpath / 3600}
+        path_s = max(path_s, mpath)
+    peak = max(r["peak_device_bytes"] for r in out["phases"])
+    out["total"] = {"jobs": sum(r["jobs"] for r in out["phases"]), "device_hours": total_s / 3600,
+                    "peak_device_bytes": peak, "fits_device": peak <= dev.memory_bytes,
+                    "host_bytes": max(r["host_bytes"] for r in out["phases"]),
+                    "disk_bytes": sum(sum(m["disk_bytes"].values()) for m in out["models"].values()),
+                    "serial_path_hours": path_s / 3600,
+                    "wall_hours": max(path_s, total_s / par) / 3600}
+    out["devices_fitting_peak"] = [n for n in DEVICE_NAMES if get_device(n).memory_bytes >= peak]
+    return out
+
+
+def _stage_key(stage: str) -> str:
+    return stage.split(" t")[0] if stage.startswith("Stage 2") else stage
+
+
+def format_table(fc: Mapping) -> str:
+    """The forecast as a text table (one row per stage, Stage 1 by generation and fidelity)."""
+    dev = fc["device"]
+    lines = [f"forecast of {fc['config']} on {dev['name']} ({dev['memory_bytes'] / GB:.0f} GB), "
+             f"{fc['parallel_devices']} parallel device(s)",
+             f"{'stage':<28} {'jobs':>6} {'dev-hours':>10} {'peak GB/job':>12} {'host GB/job':>12}"]
+    for stage, st in fc["stages"].items():
+        lines.append(f"{stage:<28} {st['jobs']:>6} {st['device_hours']:>10.2f} {st['peak_device_bytes'] / GB:>12.2f} "
+                     f"{st['host_bytes'] / GB:>12.2f}")
+    t = fc["total"]
+    lines.append(f"{'total':<28} {t['jobs']:>6} {t['device_hours']:>10.2f} {t['peak_device_bytes'] / GB:>12.2f} "
+                 f"{t['host_bytes'] / GB:>12.2f}")
+    lines.append(f"disk {t['disk_bytes'] / GB:.1f} GB; serial path {t['serial_path_hours']:.2f} h; wall at "
+                 f"{fc['parallel_devices']} device(s) {t['wall_hours']:.2f} h; peak fits: "
+                 f"{', '.join(fc['devices_fitting_peak']) or 'none'}")
+    lines.append("throughput: " + "; ".join(f"{k}: {v}" for k, v in dev["sources"].items()))
+    return "\n".join(lines)

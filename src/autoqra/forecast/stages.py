@@ -1,0 +1,118 @@
+"""The DAG of one model as a list of phases (autoqra.forecast.work.Phase), in the order of its long path."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from autoqra.forecast.work import Phase, Work, eval_work, finetune_work, lm_eval_work, seq_tokens
+from autoqra.search.cost import evaluation_units
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-int(a) // max(1, int(b)))
+
+
+def _stage2(cfg: Mapping, variant: str) -> bool:
+    return bool(cfg["search"]["variants"][variant].get("stage2", True)) and int(cfg["refine"]["iterations"]) > 0
+
+
+def _units(cfg: Mapping, w: Work) -> float:
+    L, _ = seq_tokens(cfg)
+    return evaluation_units(w.train_tokens / L, 1, w.score_tokens / L)
+
+
+def search_phases(cfg: Mapping, variant: str, shape) -> tuple[list[Phase], dict]:
+    """Stage 1 (generation x fidelity) and Stage 2 of one variant, with its spend in evaluations."""
+    from autoqra.pipeline.common import evolution_settings
+    from autoqra.pipeline.search import phase_size
+
+    s = evolution_settings(cfg["search"], cfg["search"]["variants"][variant])
+    shards = int(cfg["search"]["shards"])
+    lf, hf = eval_work(cfg, "lf"), eval_work(cfg, "hf")
+    out, n = [], {"lf": 0, "hf": 0}
+    for g in range(int(cfg["search"]["generations"]) + 1):
+        for fid, w in (("lf", lf), ("hf", hf)):
+            k = phase_size(s, g, fid)
+            if k == 0:
+                continue
+            jobs = min(shards, k)
+            n[fid] += k
+            out.append(Phase(f"Stage 1 g{g} {fid.upper()}", "search_evaluate", jobs, w.scaled(_ceil_div(k, jobs))))
+    if _stage2(cfg, variant):
+        q, rs = int(cfg["refine"]["q"]), int(cfg["refine"]["shards"])
+        jobs = min(rs, q)
+        for t in range(int(cfg["refine"]["iterations"])):
+            out.append(Phase(f"Stage 2 t{t}", "refine_evaluate", jobs, hf.scaled(_ceil_div(q, jobs))))
+            n["hf"] += q
+    groups = 2 if _stage2(cfg, variant) else 1
+    bound = 2 * groups * int(cfg["refine"]["reevaluate_top_k"]) * int(cfg["refine"]["reevaluate_seeds"])
+    jobs = min(int(cfg["refine"]["shards"]), bound)  # the DAG's jobs: sized by the bound
+    out.append(Phase("Picks", "final_evaluate", jobs, hf.scaled(_ceil_div(bound // 2, jobs)),
+                     notes=[f"expected {bound // 2} of at most {bound} (plan, seed) pairs: the top-k by utility "
+                            "and by HF score mostly overlap"]))
+    spend = (n["lf"] * _units(cfg, lf) + n["hf"] * _units(cfg, hf)) / _units(cfg, hf)
+    return out, {"evaluations": n, "hf_equivalents": spend}
+
+
+def model_phases(cfg: Mapping, shape) -> list[Phase]:
+    """Every GPU-rule phase of one model: Stage 0, the searches, baselines, fine-tuning, lm-eval.
+    ``on_path`` marks the phases of the long serial path (the autoqra variant's chain, then the
+    random search, then one method's fine-tuning and lm-eval)."""
+    n_blocks = shape.n_blocks
+    per_block = shape.block_weight_params
+    rungs = len(set(cfg["search_space"]["bits"]))
+    sens = cfg["sensitivity"]
+    L, _ = seq_tokens(cfg)
+    calib = int(sens["n_calib"]) * int(sens["calib_len"])
+    grad_tokens = int(sens["grad_batches"]) * int(sens.get("batch_size", 4)) * min(L, int(sens.get("max_seq_len", 256)))
+    if sens.get("plasticity", "grad_norm") == "loss_drop":
+        grad_tokens *= n_blocks * (int(sens.get("loss_drop_steps", 10)) + 1)
+    stage0 = Work(train_tokens=grad_tokens, score_tokens=(n_blocks + 1) * calib, steps=int(sens["grad_batches"]),
+                  builds=2, quantize_weights=n_blocks * per_block,
+                  checkpointing=bool(sens.get("grad_checkpointing")))
+    hf = eval_work(cfg, "hf")
+    ref = hf.scaled(2)
+    ref.quantize_weights = n_blocks * per_block * (rungs - 1)  # the other rungs' first quantization
+    phases = [Phase("Stage 0", "sensitivity", 1, stage0, plan="stage0"),
+              Phase("Stage 0", "search_reference", 1, ref, on_path=False)]
+    spend = None
+    for v in sorted(cfg["search"]["variants"]):
+        ph, info = search_phases(cfg, v, shape)
+        for p in ph:
+            p.on_path = v == "autoqra" or (len(cfg["search"]["variants"]) == 1)
+        phases += ph
+        if v == "autoqra":
+            spend = info["hf_equivalents"]
+    methods = cfg["methods"]
+    has_random = any(m["plan"] == "random" for m in methods.values())
+    if has_random:
+        n = cfg["random_search"]["evaluations"] or math.floor(spend or 1)
+        jobs = min(int(cfg["random_search"]["shards"]), n)
+        note = [] if cfg["random_search"]["evaluations"] else [f"equal cost: AutoQRA's {spend:.1f} HF-equivalents"]
+        phases.append(Phase("Baselines: random search", "random_evaluate", jobs, hf.scaled(_ceil_div(n, jobs)),
+                            notes=note))
+        pairs = int(cfg["refine"]["reevaluate_top_k"]) * int(cfg["refine"]["reevaluate_seeds"])  # expected, half the bound
+        jobs = min(int(cfg["random_search"]["shards"]), 2 * pairs)
+        phases.append(Phase("Baselines: random search", "random_reevaluate", jobs, hf.scaled(_ceil_div(pairs, jobs))))
+    if cfg["optuna_search"]["enabled"]:
+        n = cfg["optuna_search"].get("evaluations") or math.floor(spend or 1)
+        phases.append(Phase("Baselines: optuna", "optuna_search", 1, hf.scaled(n), on_path=False))
+    runs = [(m, s) for m in sorted(methods) for s in (methods[m].get("seeds") or cfg["finetune"]["seeds"])]
+    phases.append(Phase("Baselines: methods at HF", "methods_hf", 1, hf.scaled(len(methods)), plan="16bit",
+                        on_path=False))
+    ft = [finetune_work(cfg, m) for m, _ in runs]
+    longest = max(range(len(ft)), key=lambda i: ft[i].train_tokens)
+    # All fine-tunings go out together; the path holds one of them (the longest).
+    phases.append(Phase("Fine-tuning", "finetune", len(runs), _mean(ft), plan="16bit",
+                        notes=[f"{len(runs)} runs (methods x seeds), longest {runs[longest][0]}"]))
+    lm, notes = lm_eval_work(cfg)
+    phases.append(Phase("lm-eval", "lm_eval", len(runs), lm, plan="lm_eval", notes=notes))
+    return phases
+
+
+def _mean(ws: list[Work]) -> Work:
+    k = 1.0 / len(ws)
+    return Work(sum(w.train_tokens for w in ws) * k, sum(w.score_tokens for w in ws) * k,
+                sum(w.steps for w in ws) * k, sum(w.builds for w in ws) * k,
+                sum(w.quantize_weights for w in ws) * k, any(w.checkpointing for w in ws))
