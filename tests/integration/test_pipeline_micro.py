@@ -48,11 +48,11 @@ def test_micro_pipeline_search_and_final_plan(micro_run):
     assert len(plan["bits"]) == 4 and set(plan["bits"]) <= {2, 3, 4, 8}
     # the noise-robust pick: filled candidates re-evaluated at fresh seeds, best mean score wins
     pick = hist["pick"]
-    assert pick["seeds"] == [1, 2] and hist["final"]["within_one_upgrade"]
+    assert pick["seeds"] == [1001, 1002] and hist["final"]["within_one_upgrade"]
     finals = [c for c in pick["candidates"] if "final" in c["sets"]]
     assert hist["final"]["hf_score"] == max(c["mean_score"] for c in finals)
     assert all(len(c["scores"]) == 2 and c["within_one_upgrade"] for c in pick["candidates"])
-    assert plan["meta"]["reevaluation_seeds"] == [1, 2]
+    assert plan["meta"]["reevaluation_seeds"] == [1001, 1002]
     # one hypervolume reference for every variant, fixed before the searches
     ref = json.loads((r / "search/micro/hv_reference.json").read_text())
     for variant in ("autoqra", "single_fidelity", "no_importance"):
