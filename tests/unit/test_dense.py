@@ -70,3 +70,26 @@ def test_dense_copy_leaves_shared_base_weights_alone(base, tmp_path):
 def test_dequantized_weight_names_an_unknown_layer():
     with pytest.raises(TypeError, match="DEQUANTIZERS"):
         dequantized_weight(torch.nn.Conv1d(2, 2, 1))
+
+
+def test_evaluator_scores_the_dense_copy_like_the_quantized_model(tmp_path):
+    from dataclasses import replace
+
+    from autoqra.data import prepare_data
+    from autoqra.evaluate import EvalSettings, Evaluator
+    from autoqra.train import Fidelity, TrainSettings
+
+    prepare_model(MICRO, tmp_path / "m", seed=0)
+    prepare_data({"source": "synthetic", "n_train": 32, "n_val": 16, "n_test": 4}, tmp_path / "data", seed=0)
+    ev_settings = EvalSettings(batch_size=8, max_seq_len=96, max_examples=8, metric="neg_loss")
+    plan = Plan((2, 4, 8, 16), (4, 8, 16, 8), ("hqq", "nf4", "hqq", "none"), group_size=32)
+    recs = {}
+    for dense in (False, True):
+        ev = Evaluator(tmp_path / "m", tmp_path / "data", tmp_path / "cache", fidelities={"hf": Fidelity("hf", steps=2)},
+                       train=TrainSettings(lr=1e-3, batch_size=4, max_seq_len=96, progress=False),
+                       eval=replace(ev_settings, dense=dense), lora_dropout=0.0)
+        recs[dense] = ev.evaluate(plan, "hf", seed=0)
+    assert recs[True]["status"] == recs[False]["status"] == "ok" and not recs[True]["cached"]  # its own cache key
+    assert recs[True]["train_loss"] == recs[False]["train_loss"]  # the same training
+    assert recs[True]["score"] == pytest.approx(recs[False]["score"], abs=1e-3)
+    assert "dense" not in ev_settings.key() and replace(ev_settings, dense=True).key()["dense"] is True
