@@ -7,8 +7,9 @@ then scores it with lm-eval on the configured tasks three ways, each from a fres
 - ``dense``: ``autoqra.quant.dense.dense_model`` (dequantized weights + merged LoRA), batch 16;
 - ``dense_b64``: the same at batch 64.
 
-and writes per-task scores, per-document agreement, wall times and the speed-up to a JSON (default
-benchmarks/results/lmeval_speed_cpu.json). Run it one-threaded:
+and writes per-task scores, per-document agreement, wall and CPU times and the speed-ups to a JSON
+(default benchmarks/results/lmeval_speed_cpu.json). With one thread, CPU seconds measure the work even
+on a shared machine (wall seconds there depend on the neighbours' load, recorded too). Run it one-threaded:
 
     PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/lmeval_speed.py \
         --model results/models/smollm2-135m/hf --data results/data/synth
@@ -17,6 +18,7 @@ benchmarks/results/lmeval_speed_cpu.json). Run it one-threaded:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -41,12 +43,13 @@ MODES = {"before": (False, 16), "dense": (True, 16), "dense_b64": (True, 64)}
 
 def _score(model_dir: Path, plan_path: Path, adapter: Path, cache: Path, include: Path, tasks: list[str],
            limit: int | None, dense: bool, batch: int) -> dict:
-    t0 = time.perf_counter()
+    load0, c0, t0 = os.getloadavg()[0], time.process_time(), time.perf_counter()
     built = autoqra.load(model_dir, plan_path, adapter, cache_dir=cache)
     model = dense_model(built.model) if dense else built.model
-    t_load = time.perf_counter() - t0
+    t_load, c_load = time.perf_counter() - t0, time.process_time() - c0
     out = run_lm_eval(model, built.tokenizer, tasks, include_path=include, limit=limit, batch_size=batch)
-    return {"seconds": time.perf_counter() - t0, "load_seconds": t_load, "docs": out["docs"],
+    return {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0, "load_seconds": t_load,
+            "load_cpu_seconds": c_load, "loadavg_1min": [load0, os.getloadavg()[0]], "docs": out["docs"],
             "scores": {f"{r['task']}/{r['metric']}": r["value"] for r in tidy_results(out)}}
 
 
@@ -62,6 +65,7 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", default=["synth_mc", "synth_gen", "general_text"])
     ap.add_argument("--limit", type=int, default=None, help="documents per task (default: all)")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    ap.add_argument("--adapter", default=None, help="score this trained adapter (of the same plan) instead of training")
     ap.add_argument("--out", default="benchmarks/results/lmeval_speed_cpu.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -72,11 +76,16 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     plan.save(plan_path)
     t0 = time.perf_counter()
-    rec = finetune(model_dir, args.data, plan, cache_dir=cache, seed=0, out_dir=work / "ft", method="bench",
-                   fidelity=Fidelity("final", steps=args.steps),
-                   train=TrainSettings(lr=1e-3, batch_size=4, max_seq_len=64, lr_schedule="linear",
-                                       warmup_ratio=0.1, progress=False))
-    t_train = time.perf_counter() - t0
+    if args.adapter:  # e.g. a previous run's work/ft/adapter (its train.json beside it)
+        rec = {**json.loads((Path(args.adapter).parent / "train.json").read_text()), "adapter": args.adapter}
+        if rec["plan_hash"] != plan.hash:
+            raise SystemExit(f"--adapter {args.adapter} was trained for plan {rec['plan_hash']}, not {plan.hash}")
+    else:
+        rec = finetune(model_dir, args.data, plan, cache_dir=cache, seed=0, out_dir=work / "ft", method="bench",
+                       fidelity=Fidelity("final", steps=args.steps),
+                       train=TrainSettings(lr=1e-3, batch_size=4, max_seq_len=64, lr_schedule="linear",
+                                           warmup_ratio=0.1, progress=False))
+    t_train = rec.get("train_seconds") if args.adapter else time.perf_counter() - t0
     include = prepare_tasks(TASK_DIR, args.data, work / "lm_eval")
     runs = {}
     for mode in args.modes:
@@ -90,10 +99,12 @@ def main() -> None:
               "threads": torch.get_num_threads(), "modes": {k: {"dense": MODES[k][0], "batch_size": MODES[k][1]}
                                                            for k in args.modes}}
     for mode, run in runs.items():
-        entry = {"seconds": run["seconds"], "load_seconds": run["load_seconds"], "scores": run["scores"],
-                 "n_doc_rows": len(run["docs"])}
+        entry = {k: run[k] for k in ("seconds", "cpu_seconds", "load_seconds", "load_cpu_seconds", "loadavg_1min",
+                                     "scores")}
+        entry["n_doc_rows"] = len(run["docs"])
         if ref is not None and mode != "before":
-            entry["speedup"] = ref["seconds"] / run["seconds"]
+            entry["speedup"] = ref["seconds"] / run["seconds"]  # wall: shared machine, see loadavg_1min
+            entry["speedup_cpu"] = ref["cpu_seconds"] / run["cpu_seconds"]  # one thread: the work, load-independent
             entry["score_delta"] = {k: run["scores"][k] - v for k, v in ref["scores"].items() if k in run["scores"]}
             a = {(d["task"], d["doc_id"], d["metric"]): d["value"] for d in ref["docs"]}
             b = {(d["task"], d["doc_id"], d["metric"]): d["value"] for d in run["docs"]}

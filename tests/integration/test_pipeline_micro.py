@@ -58,10 +58,12 @@ def test_micro_pipeline_search_and_final_plan(micro_run):
     for variant in ("autoqra", "single_fidelity", "no_importance"):
         f = json.loads((r / f"search/micro/{variant}/front.json").read_text())
         assert f["hv_reference"] == [ref["score"], 1.01], variant
-    # the cost AutoQRA spent (LF, Stage 2 and its pick included) is recorded in HF-equivalents
+    # the cost AutoQRA spent (Stage 0, LF, Stage 2 and its pick included) is recorded in HF-equivalents
     cost = hist["cost"]
     assert cost["total"]["hf_equivalents"] == pytest.approx(sum(cost[k]["hf_equivalents"]
-                                                                for k in ("stage1", "stage2", "pick")))
+                                                                for k in ("stage0", "stage1", "stage2", "pick")))
+    assert cost["stage0"]["hf_equivalents"] > 0 and cost["total"]["stage0_charged"]
+    assert hist["cost_curve"][0]["cost"] > cost["stage0"]["hf_equivalents"]  # the curve starts after Stage 0
     assert cost["stage1"]["evaluations"]["lf"] == front["evaluations"]["lf"] and cost["pick"]["hf_equivalents"] > 0
     assert hist["cost_curve"][-1]["cost"] == pytest.approx(cost["total"]["hf_equivalents"])
 
