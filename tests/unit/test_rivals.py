@@ -122,3 +122,17 @@ def test_equal_cost_random_search_gets_autoqra_stage0(tmp_path):
     budget = methods.equal_cost_budget(None, tmp_path / "history.json", refine, 0)
     assert budget["total"] == 17 and budget["proposals"] == 17 - 4  # 14 + 3.7 Stage-0 HF-equivalents
     assert json.loads((tmp_path / "history.json").read_text())["cost"]["stage0"]["units"] == 296
+
+
+def test_oracle_method_config_is_validated():
+    import yaml
+
+    from autoqra.config import REPO_ROOT, validate_config
+
+    cfg = yaml.safe_load((REPO_ROOT / "config" / "micro.yaml").read_text())
+    bits = cfg.get("search_space", {}).get("bits", [2, 3, 4, 8])
+    ok = {**cfg, "methods": {**cfg["methods"], "oracle": {"plan": "oracle", "damages": {b: 1.0 / b for b in bits}}}}
+    assert validate_config(ok, base_dir=REPO_ROOT)["methods"]["oracle"]["plan"] == "oracle"
+    bad = {**cfg, "methods": {**cfg["methods"], "oracle": {"plan": "oracle", "damages": {2: 1.0}}}}
+    with pytest.raises(ConfigError, match="oracle.damages"):
+        validate_config(bad, base_dir=REPO_ROOT)
