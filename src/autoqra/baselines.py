@@ -8,7 +8,9 @@ accounting as AutoQRA:
   reduction per byte), then one uniform rank;
 - ``random``: plans drawn uniformly from the feasible ones (rejection sampling from the ladders, or
   where the budget is too tight for that, by counting: ``FeasibleCounter``), so the distribution is
-  not shaped by any prior; the best chosen by the same utility as AutoQRA.
+  not shaped by any prior; the best chosen by the same utility as AutoQRA;
+- ``oracle``: the exact optimum of an additive per-block damage model under the budget (rank fixed):
+  what a search that knew the damage model would return (``oracle_genome``).
 
 Pure numpy; no I/O.
 """
@@ -21,7 +23,7 @@ from autoqra.errors import ConfigError
 from autoqra.plan import DEFAULT_HQQ_AXIS, DEFAULT_META_BITS, Plan
 from autoqra.search.space import EPS, Genome, SearchSpace
 
-PLAN_KINDS = ("search", "uniform", "sequential", "random", "base")
+PLAN_KINDS = ("search", "uniform", "sequential", "random", "base", "oracle")
 
 
 def uniform_plan(n_blocks: int, bits: int, rank: int, quantizer: str, group_size: int,
@@ -154,3 +156,86 @@ class FeasibleCounter:
             g[:, k] = divmod(o, self.n_ranks)
             m -= int(self.units[k, o])
         return g
+
+
+# -- the oracle: exact optimum of the additive damage model ----------------------------------------
+
+def block_damages(iq_raw: np.ndarray, rung_damage: dict[int, float], bits: tuple[int, ...]) -> np.ndarray:
+    """(blocks, rungs) damage table of the additive model: block ℓ at rung b costs
+    ``share_ℓ · d(b)``, ``share_ℓ = I_q(ℓ) / Σ I_q`` (raw JSD, so the shares are the measured
+    sensitivity spread) and ``d(b)`` the measured damage of the *uniform* b-bit model (nats/token),
+    so that every uniform plan's modelled damage is its measured one."""
+    iq = np.asarray(iq_raw, float)
+    if iq.ndim != 1 or not np.isfinite(iq).all() or (iq < 0).any() or iq.sum() <= 0:
+        raise ValueError("oracle: expected finite raw I_q values >= 0 with a positive sum (JSD, nats)")
+    missing = [b for b in bits if b not in rung_damage]
+    if missing:
+        raise ConfigError(f"oracle: no measured damage for rung(s) {missing} (method key 'damages' or the "
+                          f"quantizer bench JSON)")
+    return np.outer(iq / iq.sum(), [float(rung_damage[b]) for b in bits])
+
+
+def oracle_genome(space: SearchSpace, table: np.ndarray, rank: int, bins: int | None = None) -> tuple[Genome, dict]:
+    """The plan with every rank at ``rank`` that minimises Σ_ℓ ``table[ℓ, bits_ℓ]`` under the budget:
+    a multiple-choice knapsack solved by DP over memory in units of budget / ``bins``.
+
+    Costs rounded DOWN make the DP solve a relaxation (a superset of the feasible plans, as in
+    ``FeasibleCounter``) whose optimum bounds every feasible plan's damage from below
+    (``lower_bound``); if that plan fits in bytes, it is the exact optimum. Otherwise costs rounded
+    UP give a plan that fits for sure, exact when its damage equals the bound (``exact``); the two
+    differ only where the budget binds within ``n_blocks`` units.
+    """
+    if rank not in space.ranks:
+        raise ConfigError(f"oracle: rank {rank} is not on the rank ladder {list(space.ranks)}")
+    n, nb = space.n_blocks, len(space.bits)
+    if table.shape != (n, nb):
+        raise ValueError(f"oracle: damage table is {table.shape}, expected ({n}, {nb})")
+    ir = space.ranks.index(rank)
+    bins = bins or max(1 << 16, 256 * n)
+    unit = space.budget * (1 + 1e-12) / bins
+    cost = space.cost[:, :, ir]
+    g = np.zeros((2, n), np.int64)
+    g[1] = ir
+    best_down, g[0] = _mck(table, np.floor(cost / unit).astype(np.int64), bins)
+    best = best_down
+    if not space.feasible(g):
+        best, g[0] = _mck(table, np.ceil(cost / unit).astype(np.int64), bins)
+        if not np.isfinite(best) or not space.feasible(g):
+            raise ConfigError(f"oracle: no plan at rank {rank} fits the budget {space.budget:.0f} bytes")
+    info = {"damage": float(best), "lower_bound": float(best_down), "exact": bool(best <= best_down + 1e-12),
+            "rank": rank, "bins": bins}
+    return g, info
+
+
+def _mck(table: np.ndarray, units: np.ndarray, bins: int) -> tuple[float, np.ndarray]:
+    """Min Σ table[ℓ, c_ℓ] with Σ units[ℓ, c_ℓ] <= bins; (value, choice per block)."""
+    n, k = table.shape
+    best = np.zeros(bins + 1)  # best[m]: min damage of the blocks so far within m units
+    arg = np.zeros((n, bins + 1), np.int8)
+    for ell in range(n):
+        cand = np.full((k, bins + 1), np.inf)
+        for c in range(k):
+            u = int(units[ell, c])
+            if u <= bins:
+                cand[c, u:] = best[: bins + 1 - u] + table[ell, c]
+        arg[ell] = np.argmin(cand, axis=0)
+        best = cand[arg[ell], np.arange(bins + 1)]
+    choice, m = np.zeros(n, np.int64), bins
+    if not np.isfinite(best[bins]):
+        return float("inf"), choice
+    for ell in range(n - 1, -1, -1):
+        choice[ell] = arg[ell, m]
+        m -= int(units[ell, choice[ell]])
+    return float(best[bins]), choice
+
+
+def plan_damage(table: np.ndarray, g: Genome) -> float:
+    """The additive model's damage of genome ``g``."""
+    return float(table[np.arange(table.shape[0]), np.asarray(g)[0]].sum())
+
+
+def plan_distance(a: Genome, b: Genome) -> dict[str, int]:
+    """Blocks whose bits differ, whose ranks differ, and whose (bits, rank) pair differs."""
+    a, b = np.asarray(a), np.asarray(b)
+    return {"bits": int((a[0] != b[0]).sum()), "ranks": int((a[1] != b[1]).sum()),
+            "blocks": int(((a[0] != b[0]) | (a[1] != b[1])).sum())}

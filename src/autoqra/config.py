@@ -230,7 +230,8 @@ def _check_search_settings(cfg: dict) -> None:
 def _check_methods(cfg: dict) -> None:
     space = cfg["search_space"]
     variants = cfg["search"]["variants"]
-    need = {"search": ("variant",), "uniform": ("bits", "rank"), "sequential": ("rank",), "random": (), "base": ()}
+    need = {"search": ("variant",), "uniform": ("bits", "rank"), "sequential": ("rank",), "random": (), "base": (),
+            "oracle": ()}
     for name, spec in cfg["methods"].items():
         key = f"methods.{name}"
         missing = [k for k in need[spec["plan"]] if k not in spec]
@@ -240,6 +241,13 @@ def _check_methods(cfg: dict) -> None:
         if spec["plan"] == "search" and spec["variant"] not in variants:
             raise ConfigError(f"config key '{key}.variant': '{spec['variant']}' is not a search variant; "
                               f"expected one of {sorted(variants)} (search.variants)")
+        if spec["plan"] == "oracle":
+            if spec.get("rank") is not None and spec["rank"] not in space["ranks"]:
+                raise ConfigError(f"config key '{key}.rank': {spec['rank']} is not on the rank ladder {space['ranks']}")
+            missing = [b for b in space["bits"] if spec.get("damages") and b not in {int(k) for k in spec["damages"]}]
+            if missing:
+                raise ConfigError(f"config key '{key}.damages': no damage for rung(s) {missing} of "
+                                  f"search_space.bits {space['bits']}")
         if spec["plan"] == "sequential" and spec["rank"] not in space["ranks"]:
             raise ConfigError(f"config key '{key}.rank': {spec['rank']} is not on the rank ladder {space['ranks']}")
         if spec["plan"] == "uniform":

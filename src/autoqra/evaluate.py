@@ -64,6 +64,9 @@ class EvalSettings:
     general_weight: float = 0.0
     general_examples: int = 16
     general_max_len: int = 128
+    # Score a dense copy (dequantized weights + merged LoRA, autoqra.quant.dense) of the trained model:
+    # the same function up to float rounding; off by default (an fp32 copy of every projection).
+    dense: bool = False
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -81,7 +84,9 @@ class EvalSettings:
         general = {k: d.pop(k) for k in ("general_weight", "general_examples", "general_max_len")}
         if self.general_weight > 0:
             d["general"] = general
-        return d
+        if not d.pop("dense"):  # keys of evaluations scored on the quantized model stay as they were
+            return d
+        return {**d, "dense": True}
 
     def task_only(self) -> EvalSettings:
         """The same settings without the general-text term."""
@@ -333,7 +338,14 @@ class Evaluator:
             rec.update(train_loss=res.final_loss, loss_history=res.loss_history, steps=res.steps,
                        train_seconds=res.train_seconds, tokens_per_s=res.tokens_per_s,
                        peak_memory_bytes=res.peak_memory_bytes)
-            scores = score_model(built.model, built.tokenizer, self.val_records, self.eval)
+            model, t_dense = built.model, time.perf_counter()
+            if self.eval.dense:
+                from autoqra.quant.dense import dense_model
+
+                model = dense_model(built.model)  # the trained model is not used again
+            t_dense = time.perf_counter() - t_dense
+            scores = score_model(model, built.tokenizer, self.val_records, self.eval)
+            scores["eval_seconds"] += t_dense
             t_general = time.perf_counter()
             rec.update(loss=scores["loss"], accuracy=scores["accuracy"], eval_seconds=scores["eval_seconds"])
             if not math.isfinite(scores["loss"]):
@@ -342,7 +354,7 @@ class Evaluator:
             if self.general_texts:
                 from autoqra.general_loss import general_text_loss
 
-                gl = general_text_loss(built.model, built.tokenizer, self.general_texts,
+                gl = general_text_loss(model, built.tokenizer, self.general_texts,
                                        max_len=self.eval.general_max_len, batch_size=self.eval.batch_size)
                 rec["general_loss"] = gl["loss"]
                 rec["eval_seconds"] += time.perf_counter() - t_general

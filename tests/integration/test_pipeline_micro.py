@@ -48,20 +48,22 @@ def test_micro_pipeline_search_and_final_plan(micro_run):
     assert len(plan["bits"]) == 4 and set(plan["bits"]) <= {2, 3, 4, 8}
     # the noise-robust pick: filled candidates re-evaluated at fresh seeds, best mean score wins
     pick = hist["pick"]
-    assert pick["seeds"] == [1, 2] and hist["final"]["within_one_upgrade"]
+    assert pick["seeds"] == [1001, 1002] and hist["final"]["within_one_upgrade"]
     finals = [c for c in pick["candidates"] if "final" in c["sets"]]
     assert hist["final"]["hf_score"] == max(c["mean_score"] for c in finals)
     assert all(len(c["scores"]) == 2 and c["within_one_upgrade"] for c in pick["candidates"])
-    assert plan["meta"]["reevaluation_seeds"] == [1, 2]
+    assert plan["meta"]["reevaluation_seeds"] == [1001, 1002]
     # one hypervolume reference for every variant, fixed before the searches
     ref = json.loads((r / "search/micro/hv_reference.json").read_text())
     for variant in ("autoqra", "single_fidelity", "no_importance"):
         f = json.loads((r / f"search/micro/{variant}/front.json").read_text())
         assert f["hv_reference"] == [ref["score"], 1.01], variant
-    # the cost AutoQRA spent (LF, Stage 2 and its pick included) is recorded in HF-equivalents
+    # the cost AutoQRA spent (Stage 0, LF, Stage 2 and its pick included) is recorded in HF-equivalents
     cost = hist["cost"]
     assert cost["total"]["hf_equivalents"] == pytest.approx(sum(cost[k]["hf_equivalents"]
-                                                                for k in ("stage1", "stage2", "pick")))
+                                                                for k in ("stage0", "stage1", "stage2", "pick")))
+    assert cost["stage0"]["hf_equivalents"] > 0 and cost["total"]["stage0_charged"]
+    assert hist["cost_curve"][0]["cost"] > cost["stage0"]["hf_equivalents"]  # the curve starts after Stage 0
     assert cost["stage1"]["evaluations"]["lf"] == front["evaluations"]["lf"] and cost["pick"]["hf_equivalents"] > 0
     assert hist["cost_curve"][-1]["cost"] == pytest.approx(cost["total"]["hf_equivalents"])
 
@@ -130,10 +132,11 @@ def test_micro_pipeline_methods_finetune_and_benchmarks(micro_run):
     assert hf["random_search", ""] > hf["stage1_search", "autoqra"] + hf["stage2_refine", "autoqra"]  # LF counted
     heq = cost.set_index(["stage", "variant"])["hf_equivalents"].replace("", float("nan")).astype(float)
     autoqra = sum(heq[s, "autoqra"] for s in ("stage1_search", "stage2_refine", "search_pick"))
-    assert autoqra == pytest.approx(spent, abs=1e-3)  # the TSV keeps 6 significant digits
-    # every HF score shown for a method comes from the held-out seed (seed + reevaluate_seeds + 1)
+    stage0 = json.loads((r / "final/micro/autoqra/history.json").read_text())["cost"]["stage0"]["hf_equivalents"]
+    assert autoqra + stage0 == pytest.approx(spent, abs=1e-3)  # the TSV keeps 6 significant digits; Stage 0 charged
+    # every HF score shown for a method comes from the held-out seed (seed + pick_seed_offset + reevaluate_seeds + 1)
     mhf = pd.read_csv(r / "methods_hf/micro.tsv", sep="\t")
-    assert set(mhf.seed) == {3} and set(mhf.method) == set(cfg["methods"])
+    assert set(mhf.seed) == {1003} and set(mhf.method) == set(cfg["methods"])
     # Single fidelity: every offspring at HF, no LF evaluation at all.
     assert hf["stage1_search", "single_fidelity"] == 4 + 2 * 4
     assert cost.set_index(["stage", "variant"]).loc[("stage1_search", "single_fidelity"), "lf_evaluations"] == 0

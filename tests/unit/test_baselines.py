@@ -189,7 +189,8 @@ def test_random_search_picks_like_autoqra(tmp_path):
     # the star is the best plan by utility and by score: the first candidate, filled to the budget
     assert np.array_equal(plans[0], fill_to_budget(SPACE, np.array(cands[star]), flat, flat))
     assert len(plans) == 2 and all(saturated(SPACE, g) for g in plans)
-    assert doc["seeds"] == [1, 2, 1, 2] and doc["reevaluation_seeds"] == [1, 2]
+    # pick seeds far from the final fine-tuning seeds (refine.pick_seed_offset, default 1000)
+    assert doc["seeds"] == [1001, 1002, 1001, 1002] and doc["reevaluation_seeds"] == [1001, 1002]
     # fresh-seed scores: the second candidate is better on average
     with open(tmp_path / "pick.jsonl", "w") as fh:
         for i, s in enumerate([0.9, 0.1, 0.6, 0.5]):

@@ -187,7 +187,8 @@ def test_breakdown_and_from_path(tmp_path):
 
 
 def test_between_budget_and_the_study_b3_bytes():
-    """config/study.yaml's b3 (a byte count) is exactly 'halfway between uniform 2- and 4-bit' on SmolLM2."""
+    """The committed study's b3 (105,551,676 bytes) is exactly 'halfway between uniform 2- and 4-bit' on
+    SmolLM2, the budget config/study.yaml now names as such."""
     import yaml
 
     from autoqra.config import REPO_ROOT
@@ -200,6 +201,7 @@ def test_between_budget_and_the_study_b3_bytes():
     assert (lo, hi) == (38_062_080, 59_654_520) and mm.fixed_bytes == 56_693_376
     half = resolve_budget({"type": "between", "low_bits": 2, "high_bits": 4, "rank": 8}, mm, ladders)
     assert half.plan_bytes == (lo + hi) / 2 == resolve_budget(study["study"]["budgets"]["b3"], mm, ladders).plan_bytes
+    assert resolve_budget({"type": "bytes", "value": 105_551_676}, mm, ladders).plan_bytes == half.plan_bytes
     assert half.description == "0.5 of the way from uniform 2-bit (hqq) to uniform 4-bit (nf4) at rank 8"
     quarter = resolve_budget({"type": "between", "low_bits": 2, "high_bits": 4, "fraction": 0.25}, mm, ladders)
     assert quarter.plan_bytes == lo + (hi - lo) / 4

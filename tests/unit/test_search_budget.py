@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from autoqra.memory import MemoryModel, ModelShape
+from autoqra.pipeline.pick import pick_settings
 from autoqra.plan import Plan
 from autoqra.search.cost import (
     equal_cost_evaluations,
@@ -315,6 +316,11 @@ def test_robust_pick_by_mean_and_the_seeds_it_uses():
     with pytest.raises(ValueError, match="no candidate"):
         robust_pick([[None]])
     assert reevaluation_seeds(0, 2) == [1, 2] and heldout_seed(0, 2) == 3 and heldout_seed(5, 1) == 7
+    assert reevaluation_seeds(0, 2, 1000) == [1001, 1002] and heldout_seed(0, 2, 1000) == 1003
+    # the pipeline's pick seeds never meet the final fine-tuning seeds (0-4 in the study)
+    k, seeds = pick_settings({"reevaluate_top_k": 2, "reevaluate_seeds": 2}, 0)
+    assert k == 2 and seeds == [1001, 1002] and not set(seeds) & set(range(5))
+    assert pick_settings({"reevaluate_seeds": 1, "pick_seed_offset": 0}, 3)[1] == [4]
 
 
 def test_pick_phase_and_choice_from_records():
@@ -421,11 +427,11 @@ def test_random_and_optuna_searchers_spend_autoqra_recorded_cost(tmp_path):
                                   [tmp_path / "shard.jsonl"], tmp_path / "pick.json", [tmp_path / "pick-shard.jsonl"],
                                   0, tmp_path / "plan.json", tmp_path / "summary.json")
     assert len(ev.calls) == summary["cost"]["hf_equivalents"] == budget["total"] == 20
-    assert {s for _, _, s in ev.calls[16:]} == {1, 2} and len(doc["plans"]) == 2  # the pick: fresh seeds
+    assert {s for _, _, s in ev.calls[16:]} == {1001, 1002} and len(doc["plans"]) == 2  # the pick: fresh seeds
     assert summary["final"]["within_one_upgrade"] and Plan.load(tmp_path / "plan.json").meta["origin"] == "random_search"
     ev = CountingEvaluator(SPACE)
     opt = methods.optuna_search(m, space_cfg, tmp_path / "budget.json", ev, budget, "random", 0,
                                 tmp_path / "optuna.json", refine)
     assert opt["cost"]["hf_equivalents"] == budget["total"] == 20
-    assert len(ev.calls) == 20 + 1 and ev.calls[-1][2] == heldout_seed(0, 2)  # + one held-out score
-    assert opt["final"]["heldout_seed"] == 3 and opt["final"]["heldout_hf_score"] is not None
+    assert len(ev.calls) == 20 + 1 and ev.calls[-1][2] == heldout_seed(0, 2, 1000)  # + one held-out score
+    assert opt["final"]["heldout_seed"] == 1003 and opt["final"]["heldout_hf_score"] is not None

@@ -20,18 +20,41 @@ def study_cfg(**study):
 
 
 def test_ablations_run_only_in_their_budgets(tmp_path):
-    cfgs = budget_configs(study_cfg(ablation_budgets=["b4"]), tmp_path)
+    cfgs = budget_configs(study_cfg(ablation_budgets=["b3"]), tmp_path)
     b3, b4 = cfgs["b3"], cfgs["b4"]
-    ablations = {m for m, s in b4["methods"].items() if s.get("group") == "ablation"}
-    assert {"no_stage2", "no_warm_start", "no_coupling", "no_perf_model", "single_fidelity", "no_importance"} == ablations
-    assert not {m for m, s in b3["methods"].items() if s.get("group") == "ablation"}
-    assert set(b3["search"]["variants"]) == {"autoqra"}  # what AutoQRA itself and the random search's cost need
-    assert set(b4["search"]["variants"]) == set(yaml.safe_load(STUDY.read_text())["search"]["variants"])
-    # the shared baselines run in the first budget only; both budgets keep AutoQRA and random search
-    assert "lora16" in b3["methods"] and "lora16" not in b4["methods"]
-    assert {"autoqra", "random"} <= set(b3["methods"]) & set(b4["methods"])
+    ablations = {m for m, s in b3["methods"].items() if s.get("group") == "ablation"}
+    assert {"no_stage2", "no_warm_start", "no_coupling", "no_perf_model", "single_fidelity"} == ablations
+    assert not {m for m, s in b4["methods"].items() if s.get("group") == "ablation"}
+    assert set(b4["search"]["variants"]) == {"autoqra"}  # what AutoQRA itself and the random search's cost need
+    assert set(b3["search"]["variants"]) == set(yaml.safe_load(STUDY.read_text())["search"]["variants"])
+    # the shared baselines run in the first budget only; every budget keeps AutoQRA and its rivals
+    assert "lora16" in b4["methods"] and "lora16" not in b3["methods"]
+    assert {"autoqra", "random", "sequential", "oracle"} <= set(b3["methods"]) & set(b4["methods"])
     for c in (b3, b4):  # each per-budget config is itself a valid pipeline config
         validate_config(c, base_dir=REPO_ROOT)
+
+
+def test_study_compares_on_paired_seeds_and_full_method_ablations():
+    """Issue #23: >= 3 budgets (b4 and two below, type between), 5 paired seeds for AutoQRA and its
+    rivals QLoRA/Sequential/oracle, >= 3 for LoRA-16 and random, ablations on AutoQRA's seeds that
+    each switch one thing off with Stage 2 kept, pick seeds disjoint from the fine-tuning seeds."""
+    cfg = study_cfg()
+    budgets = cfg["study"]["budgets"]
+    assert len(budgets) >= 3 and budgets["b4"]["type"] == "uniform"
+    assert sum(b["type"] == "between" and b["high_bits"] == 4 for b in budgets.values()) >= 2
+    seeds = {m: s["seeds"] or cfg["finetune"]["seeds"] for m, s in cfg["methods"].items()}
+    assert all(len(seeds[m]) == 5 and seeds[m] == seeds["autoqra"] for m in ("qlora_nf4", "sequential", "oracle"))
+    assert all(len(seeds[m]) >= 3 and set(seeds[m]) <= set(seeds["autoqra"]) for m in ("lora16", "random"))
+    for m, s in cfg["methods"].items():
+        if s["group"] == "ablation":
+            assert seeds[m] == seeds["autoqra"], m
+            variant = cfg["search"]["variants"][s["variant"]]
+            assert "stage2" not in variant and len(variant) + (not s["stage2"]) == 1, m  # one switch
+    picks = set(range(cfg["refine"]["pick_seed_offset"] + 1,
+                      cfg["refine"]["pick_seed_offset"] + cfg["refine"]["reevaluate_seeds"] + 2))
+    assert not picks & {x for s in seeds.values() for x in s}
+    assert cfg["optuna_search"]["enabled"] and cfg["optuna_search"]["sampler"] == "tpe"
+    assert any(a in budgets and budgets[a]["type"] == "between" for a in cfg["study"]["ablation_budgets"])
 
 
 def test_every_budget_runs_the_ablations_by_default(tmp_path):

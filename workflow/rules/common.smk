@@ -233,8 +233,8 @@ def get_method_source_plan(wildcards):
 
 
 def get_method_priors(wildcards):
-    """Only the sequential baseline reads the priors (uniform baselines start before Stage 0 ends)."""
-    if config["methods"][wildcards.method]["plan"] == "sequential":
+    """Only the sequential and oracle baselines read the priors (uniform baselines start before Stage 0 ends)."""
+    if config["methods"][wildcards.method]["plan"] in ("sequential", "oracle"):
         return f"results/sensitivity/{wildcards.model}/priors.tsv"
     return []
 
@@ -256,7 +256,7 @@ def optuna_equal_cost_source(wildcards):
 def pick_params():
     """The noise-robust pick's settings (refine.reevaluate_top_k / reevaluate_seeds), the search's
     seed and the Stage-2 utility they rank by."""
-    return {k: config["refine"][k] for k in ("reevaluate_top_k", "reevaluate_seeds", "alpha")}
+    return {k: config["refine"][k] for k in ("reevaluate_top_k", "reevaluate_seeds", "pick_seed_offset", "alpha")}
 
 
 def refine_pick_params():
@@ -268,12 +268,18 @@ def heldout_seed():
     """The seed of every HF score reported for a method (no plan was selected on it)."""
     from autoqra.search.pick import heldout_seed as _heldout
 
-    return _heldout(config["seed"], config["refine"]["reevaluate_seeds"])
+    return _heldout(config["seed"], config["refine"]["reevaluate_seeds"], config["refine"]["pick_seed_offset"])
 
 
 def validation_examples():
     """Validation examples an evaluation scores (the cost model's eval term, autoqra.search.cost)."""
     return config["data"]["n_val"]
+
+
+def stage0_cost_params():
+    """What Stage 0 computes (its settings and the sequence length of the cost unit): charged to
+    every AutoQRA variant in HF-equivalents (autoqra.search.cost.stage0_units)."""
+    return {"settings": config["sensitivity"], "max_seq_len": config["data"]["max_seq_len"]}
 
 
 def uses_optuna():

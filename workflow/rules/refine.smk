@@ -165,6 +165,7 @@ rule final_plan:
         space=space_params(),
         refine=refine_pick_params(),
         n_val=validation_examples(),
+        stage0=stage0_cost_params(),
         seed=config["seed"],
     priority: 10
     log:

@@ -30,7 +30,8 @@ elif sm.rule == "final_plan":
     hist = refine.final_plan(ctx, sm.input.front, sm.input.last or None, sm.input.pick, sm.input.pick_shards,
                              sm.output.plan, sm.output.history, {"refine": sm.params.refine, "space": sm.params.space},
                              out_stage1_plan=sm.output.stage1_plan, stage1_shards=sm.input.stage1_shards,
-                             refine_shards=sm.input.refine_shards, n_val=sm.params.n_val)
+                             refine_shards=sm.input.refine_shards, n_val=sm.params.n_val,
+                             stage0=sm.params.stage0)
     log.info("final plan %s", hist["final"])
 else:
     raise ValueError(f"refine_step.py does not handle rule {sm.rule}")

@@ -9,6 +9,8 @@ A method is a config entry ``{plan: search|uniform|sequential|random, ...}``:
 - ``sequential``: mixed bits from the raw ``I_q`` under the budget, then uniform ``rank``;
 - ``random``: the plan of the random search, which spends the evaluation cost AutoQRA spent
   (HF-equivalents, its own noise-robust pick included);
+- ``oracle``: the exact optimum of the additive per-block damage model under the budget
+  (``autoqra.pipeline.oracle``);
 - ``base``: the 16-bit base model, not fine-tuned (rule finetune saves the adapter untrained), the
   reference that fine-tuning must beat.
 
@@ -28,8 +30,8 @@ import numpy as np
 from autoqra.baselines import random_genomes, sequential_genome, uniform_plan
 from autoqra.io import atomic_write_json, read_json
 from autoqra.manifest import build_manifest
-from autoqra.pipeline.common import load_raw_iq, search_space, trust_region_settings
-from autoqra.pipeline.pick import candidate_phase, choose, pick_records, pick_settings
+from autoqra.pipeline.common import load_raw_iq, reference_rank, search_space, trust_region_settings
+from autoqra.pipeline.pick import candidate_phase, choose, pick_offset, pick_records, pick_settings
 from autoqra.plan import Plan
 from autoqra.search.cost import equal_cost_evaluations
 from autoqra.search.pick import heldout_seed
@@ -88,6 +90,14 @@ def method_plan(spec: Mapping[str, Any], model_dir: str | os.PathLike, space_cfg
         if priors_tsv is None:
             raise ValueError(f"method {method!r}: plan kind 'sequential' needs the Stage-0 priors")
         plan = space.to_plan(sequential_genome(space, load_raw_iq(priors_tsv, space.n_blocks), spec["rank"]))
+    elif kind == "oracle":
+        from autoqra.pipeline.oracle import oracle_plan_genome
+
+        if priors_tsv is None:
+            raise ValueError(f"method {method!r}: plan kind 'oracle' needs the Stage-0 priors")
+        g, info = oracle_plan_genome(spec, space, load_raw_iq(priors_tsv, space.n_blocks),
+                                     reference_rank(budget_json, space))
+        plan = space.to_plan(g, meta={"oracle": info})
     else:
         raise ValueError(f"method {method!r}: unknown plan kind {kind!r}")
     from autoqra.memory import MemoryModel, ModelShape
@@ -104,14 +114,34 @@ def method_plan(spec: Mapping[str, Any], model_dir: str | os.PathLike, space_cfg
 
 # -- random search -------------------------------------------------------------------------
 
+def random_pool(space: SearchSpace, n: int, rng: np.random.Generator, ref_rank: int | None = None) -> list:
+    """The random search's ``n`` plans: the uniform plans that fit (``uniform_genomes``, as in
+    AutoQRA's warm start; the budget's own uniform plan first), then distinct uniform draws from
+    the feasible plans for the rest. Without the uniform plans the pool would hold almost only plans
+    with many 2-bit blocks (a median of 11 at b4), a rival that cannot compete."""
+    from autoqra.search.operators import uniform_genomes
+
+    pool = uniform_genomes(space, ref_rank)[:n]
+    seen = {space.key(g) for g in pool}
+    while len(pool) < n:
+        for g in random_genomes(space, n - len(pool) + len(seen), rng):
+            if space.key(g) not in seen and len(pool) < n:
+                seen.add(space.key(g))
+                pool.append(g)
+    return pool
+
+
 def random_propose(model_dir: str | os.PathLike, space_cfg: Mapping, budget_json: str | os.PathLike,
                    budget: Mapping, seed: int, out: str | os.PathLike) -> list[list]:
-    """``budget['proposals']`` distinct feasible random plans (``equal_cost_budget``), written as an
-    HF phase file for the evaluate shards."""
+    """``budget['proposals']`` distinct feasible plans of the random search (``random_pool``: the
+    uniform plans that fit, then random ones; ``equal_cost_budget``), written as an HF phase file
+    for the evaluate shards."""
     space = search_space(model_dir, space_cfg, budget_json)
-    genomes = random_genomes(space, int(budget["proposals"]), np.random.default_rng(seed + RANDOM_SEED_OFFSET))
+    genomes = random_pool(space, int(budget["proposals"]), np.random.default_rng(seed + RANDOM_SEED_OFFSET),
+                          reference_rank(budget_json, space))
     cands = [g.tolist() for g in genomes]
     atomic_write_json(out, {"generation": "random", "phase": "hf", "done": False, "candidates": cands,
+                            "n_uniform": sum(len(set(g[0])) == 1 and len(set(g[1])) == 1 for g in cands),
                             "equal_cost": dict(budget)})
     return cands
 
@@ -209,7 +239,7 @@ def optuna_search(model_dir: str | os.PathLike, space_cfg: Mapping, budget_json:
     for i, (cand, s) in enumerate(zip(pdoc["candidates"], pdoc["seeds"], strict=True)):
         precs[i] = evaluator.evaluate(space.to_plan(np.array(cand)), "hf", int(s))
     pick = choose(space, pdoc, precs, tr.utility)
-    held = heldout_seed(seed, len(pdoc["reevaluation_seeds"]))
+    held = heldout_seed(seed, len(pdoc["reevaluation_seeds"]), pick_offset(refine_cfg))
     held_rec = evaluator.evaluate(space.to_plan(np.array(pick["genome"])), "hf", held)
     summary = {"sampler": sampler, "evaluations": len(trials), "budget_bytes": space.budget, "trials": trials,
                "best": best,

@@ -17,15 +17,23 @@ from typing import Any
 import numpy as np
 
 from autoqra.search.cost import hf_equivalents
-from autoqra.search.pick import pick_candidates, reevaluation_seeds, robust_pick
+from autoqra.search.pick import PICK_SEED_OFFSET, pick_candidates, reevaluation_seeds, robust_pick
 from autoqra.search.space import SearchSpace, saturated
 
 FINAL, STAGE1 = "final", "stage1"
 
 
 def pick_settings(refine_cfg: Mapping[str, Any], seed: int) -> tuple[int, list[int]]:
-    """(k, the fresh seeds) from the ``refine`` config section and the search's seed."""
-    return int(refine_cfg.get("reevaluate_top_k", 3)), reevaluation_seeds(seed, int(refine_cfg.get("reevaluate_seeds", 2)))
+    """(k, the fresh seeds) from the ``refine`` config section and the search's seed; the seeds start
+    after ``seed + refine.pick_seed_offset`` (default ``PICK_SEED_OFFSET``: disjoint from the final
+    fine-tuning seeds)."""
+    return int(refine_cfg.get("reevaluate_top_k", 3)), reevaluation_seeds(
+        seed, int(refine_cfg.get("reevaluate_seeds", 2)), pick_offset(refine_cfg))
+
+
+def pick_offset(refine_cfg: Mapping[str, Any]) -> int:
+    """``refine.pick_seed_offset`` (default ``PICK_SEED_OFFSET``)."""
+    return int(refine_cfg.get("pick_seed_offset", PICK_SEED_OFFSET))
 
 
 def candidate_phase(space: SearchSpace, genomes: Sequence, scores: Sequence[float | None],
@@ -103,12 +111,13 @@ def stage_costs(stages: Mapping[str, Sequence[Mapping]], n_val: int | None) -> d
 
 
 def cost_curve(records: Sequence[Mapping], n_val: int | None, hf_unit: float, budget: float,
-               then: Sequence[Mapping] = ()) -> list[dict]:
+               then: Sequence[Mapping] = (), start: float = 0.0) -> list[dict]:
     """Cumulative cost (HF-equivalents) after each evaluation of ``records`` (in search order) and
     the best feasible HF score seen so far (None before the first): Figure 3's x and y. ``then``
     (the pick's re-evaluations at fresh seeds) adds cost but no score: those seeds are not the
-    search's, so their maximum would not compare with the rest of the curve."""
-    out, cum, best = [], 0.0, None
+    search's, so their maximum would not compare with the rest of the curve. ``start``: cost spent
+    before the first evaluation (Stage 0's HF-equivalents)."""
+    out, cum, best = [], float(start), None
     for i, r in enumerate([*records, *then]):
         cum += hf_equivalents([r], n_val, hf_unit)["hf_equivalents"]
         s = r.get("score")

@@ -25,6 +25,7 @@ from autoqra.pipeline.pick import (
     pick_settings,
     stage_costs,
 )
+from autoqra.search.cost import charge_stage0, stage0_units
 from autoqra.search.trust_region import TrustRegionSearch, TrustRegionSettings
 
 
@@ -121,10 +122,12 @@ def final_plan(ctx: RefineContext, front_json: str | os.PathLike, last_update: s
                pick_json: str | os.PathLike, pick_shards: Sequence, out_plan: str | os.PathLike,
                out_history: str | os.PathLike, manifest_config: Mapping | None = None,
                out_stage1_plan: str | os.PathLike | None = None, stage1_shards: Sequence = (),
-               refine_shards: Sequence = (), n_val: int | None = None) -> dict:
+               refine_shards: Sequence = (), n_val: int | None = None, stage0: Mapping | None = None) -> dict:
     """The noise-robust pick: of the candidates re-evaluated at fresh seeds, the best by mean HF
     score (``autoqra.pipeline.pick``), with its spread; also the Stage-1-only pick
-    (``out_stage1_plan``: the "w/o Stage 2" ablation) and the variant's cost in HF-equivalents."""
+    (``out_stage1_plan``: the "w/o Stage 2" ablation) and the variant's cost in HF-equivalents,
+    Stage 0 included when ``stage0`` gives its settings (``{"settings": sensitivity config,
+    "max_seq_len": data.max_seq_len}``; ``autoqra.search.cost.stage0_units``)."""
     from autoqra.pipeline.search import read_shard_records
 
     tr, stop_reason = _final_search(ctx, front_json, last_update)
@@ -148,6 +151,9 @@ def final_plan(ctx: RefineContext, front_json: str | os.PathLike, last_update: s
     best1 = max(stage1, key=lambda i: tr.utility(tr.scores[i], tr.memories[i]))
     s1_recs, s2_recs, pick_recs = _ordered(stage1_shards), _ordered(refine_shards), pick_records(doc, recs, FINAL)
     cost = stage_costs({"stage1": s1_recs, "stage2": s2_recs, "pick": pick_recs}, n_val) if s1_recs else None
+    if cost is not None and stage0 is not None:
+        cost = charge_stage0(cost, stage0_units(stage0["settings"], ctx.space.n_blocks, int(stage0["max_seq_len"])))
+    start = cost["stage0"]["hf_equivalents"] if cost and "stage0" in cost else 0.0
     history = {
         "final": _summary(ctx.space, final, plan),
         "stage1_pick": _summary(ctx.space, first, plan1),
@@ -159,7 +165,7 @@ def final_plan(ctx: RefineContext, front_json: str | os.PathLike, last_update: s
                  "stage1_chosen": first["index"], "candidates": final["candidates"]},
         "cost": cost,
         "cost_curve": cost_curve(s1_recs + s2_recs, n_val, cost["total"]["hf_unit"], ctx.space.budget,
-                                 then=pick_recs) if cost else [],
+                                 then=pick_recs, start=start) if cost else [],
         "stop_reason": stop_reason, "iterations": tr.iteration, "norm": tr.norm,
         "trajectory": tr.history,
         "observations": [{"genome": g.tolist(), "score": s, "memory": m, "origin": o,

@@ -283,6 +283,7 @@ def keep_training_layout(model: torch.nn.Module) -> int:
         m.support_avx512bf16_for_cpu = False
     return len(switched)
 
+
 def dequantized_weight(layer: torch.nn.Module, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The dense (out, in) weight a frozen base layer computes with: packed HQQ, HQQLinear, NF4,
     int8 or dense (peft LoRA wrappers are unwrapped to their base layer; the adapter is not added)."""
@@ -301,5 +302,6 @@ def dequantized_weight(layer: torch.nn.Module, dtype: torch.dtype = torch.float3
         elif isinstance(layer, torch.nn.Linear):
             w = layer.weight
         else:
-            raise TypeError(f"unexpected base layer type {name}")
+            raise TypeError(f"dequantized_weight: no dequantizer for layer type {name} (expected packed HQQ, "
+                            "HQQLinear, Linear4bit, Linear8bitLt/Int8WeightOnlyLinear or nn.Linear)")
     return w.detach().to(dtype)

@@ -79,3 +79,46 @@ def hf_equivalents(records: Sequence[Mapping], n_val: int | None = None, hf_unit
 def equal_cost_evaluations(hf_eq: float) -> int:
     """HF evaluations a baseline searcher may spend to match ``hf_eq`` (never more than it)."""
     return max(1, math.floor(float(hf_eq) + 1e-9))
+
+
+def stage0_units(sensitivity: Mapping, n_blocks: int, seq_len: int) -> dict:
+    """Stage 0's work (``autoqra.sensitivity``) in the same forward-pass units as an evaluation.
+
+    - fidelity ``I_q``: the 16-bit reference plus one probe per block, each over ``n_calib``
+      calibration sequences of ``calib_len`` tokens. A probe runs only blocks ℓ… (about half the
+      decoder) but applies the LM head twice (reference and probe logits for the JSD); on
+      SmolLM2-135M (vocab 49k) the head costs about half the decoder, so a probe counts as one full
+      forward: ``n_calib·(n_blocks + 1)`` sequence forwards;
+    - plasticity ``grad_norm``: ``grad_batches`` forward+backward passes of ``batch_size`` sequences;
+      ``loss_drop``: per block ``loss_drop_steps`` training steps and ``grad_batches`` held-out
+      evaluation batches, plus one shared evaluation before.
+
+    Sequences are scaled by their length relative to ``seq_len`` (the data's ``max_seq_len``, what an
+    evaluation's training and validation sequences are cut to). Missing keys take
+    ``SensitivitySettings``' defaults.
+    """
+    d = {"n_calib": 16, "calib_len": 128, "plasticity": "grad_norm", "grad_batches": 4, "batch_size": 4,
+         "max_seq_len": seq_len, "loss_drop_steps": 10}
+    d.update({k: v for k, v in dict(sensitivity).items() if v is not None})
+    calib = float(d["calib_len"]) / float(seq_len)
+    probe = float(d["max_seq_len"]) / float(seq_len)
+    fidelity = float(d["n_calib"]) * (n_blocks + 1) * calib
+    bs, gb = int(d["batch_size"]), int(d["grad_batches"])
+    if d["plasticity"] == "loss_drop":
+        plast = (n_blocks * (TRAIN_PASSES * int(d["loss_drop_steps"]) * bs + gb * bs) + gb * bs) * probe
+    else:
+        plast = TRAIN_PASSES * gb * bs * probe
+    return {"fidelity": fidelity, "plasticity": plast, "units": fidelity + plast}
+
+
+def charge_stage0(cost: Mapping, stage0: Mapping) -> dict:
+    """``cost`` (``stage_costs``) with Stage 0 (``stage0_units``) added as a stage of its own and to
+    the total, in the total's HF unit: the priors are part of what AutoQRA spends, so the equal-cost
+    baselines get them too."""
+    unit = float(cost["total"]["hf_unit"])
+    s0 = {**dict(stage0), "hf_unit": unit, "hf_equivalents": float(stage0["units"]) / unit}
+    total = dict(cost["total"])
+    total["units"] = float(total["units"]) + float(stage0["units"])
+    total["hf_equivalents"] = total["units"] / unit
+    total["stage0_charged"] = True
+    return {**dict(cost), "stage0": s0, "total": total}

@@ -33,16 +33,21 @@ import numpy as np
 
 from autoqra.search.space import Genome, SearchSpace, fill_to_budget
 
+# The pipeline's pick seeds start here (config ``refine.pick_seed_offset``): far above the final
+# fine-tuning seeds (finetune.seeds, 0-4 in the study), so the seeds a plan was picked on never
+# score it again in the tables. The pure functions default to 0 (seeds right after the search's).
+PICK_SEED_OFFSET = 1000
 
-def reevaluation_seeds(seed: int, n: int) -> list[int]:
-    """The fresh seeds of the re-evaluations: the ``n`` seeds after the search's own."""
-    return [int(seed) + i for i in range(1, int(n) + 1)]
+
+def reevaluation_seeds(seed: int, n: int, offset: int = 0) -> list[int]:
+    """The fresh seeds of the re-evaluations: the ``n`` seeds after ``seed + offset``."""
+    return [int(seed) + int(offset) + i for i in range(1, int(n) + 1)]
 
 
-def heldout_seed(seed: int, n: int) -> int:
+def heldout_seed(seed: int, n: int, offset: int = 0) -> int:
     """The seed of any score reported for a picked plan: used neither by the search nor by its
     ``n`` re-evaluations."""
-    return int(seed) + int(n) + 1
+    return int(seed) + int(offset) + int(n) + 1
 
 
 def pick_candidates(space: SearchSpace, genomes: Sequence[Genome], rankings: Sequence[Sequence[float | None]],
