@@ -271,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
 
         base = check.run("load", BaseModel, work / "model", a.device)
         if base is not None:
+            from autoqra.forecast.shapes import compute_params
+            from autoqra.memory import ModelShape
+
+            # N of 6·N FLOPs/token: autoqra forecast turns the 16-bit LoRA tokens/s into this GPU's throughput
+            check.result["compute_params"] = compute_params(ModelShape.from_path(base.model_dir))
             check.result["sections"]["load"] = {"device": base.device, "dtype": str(base.dtype),
                                                 "keep_dense": base.keep_dense}
             if "bytes" in want:

@@ -13,3 +13,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+MICRO_SPEC = {"source": "micro", "id": None, "revision": None, "micro": None}
+
+
+@pytest.fixture(scope="session")
+def micro_model_dir(tmp_path_factory):
+    """One prepared micro random Llama (seed 0) for the whole session; tests only read it."""
+    from autoqra.models import prepare_model
+
+    d = tmp_path_factory.mktemp("micro") / "m"
+    prepare_model(MICRO_SPEC, d, seed=0)
+    return d

@@ -18,9 +18,8 @@ TOLERANCE = {"hqq": 1e-5, "none": 1e-5, "nf4": 1e-5, "int8": 1e-5}
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    d = tmp_path_factory.mktemp("micro") / "m"
-    prepare_model(MICRO, d, seed=0)
+def base(micro_model_dir):
+    d = micro_model_dir
     return BaseModel(d)
 
 

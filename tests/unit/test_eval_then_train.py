@@ -15,7 +15,6 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from autoqra.models import prepare_model  # noqa: E402
 from autoqra.plan import PROJECTIONS, Plan, projection_module  # noqa: E402
 from autoqra.quant import BaseModel, build, load, save_adapter, verify  # noqa: E402
 from autoqra.quant.backends import (  # noqa: E402
@@ -31,7 +30,6 @@ from autoqra.train_memory import held_tensor_bytes  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
 
-MICRO = {"source": "micro", "id": None, "revision": None, "micro": None}
 PLANS = {f"hqq{b}": Plan.uniform(4, b, 4, "hqq", group_size=32) for b in (2, 3, 4, 8)}
 PLANS |= {"nf4": Plan.uniform(4, 4, 4, "nf4"), "int8": Plan.uniform(4, 8, 4, "int8"),
           "none": Plan.uniform(4, 16, 4, "none")}
@@ -39,10 +37,8 @@ SETTINGS = TrainSettings(lr=1e-2, batch_size=4, max_seq_len=32, divergence_facto
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    d = tmp_path_factory.mktemp("evaltrain") / "m"
-    prepare_model(MICRO, d, seed=0)
-    return BaseModel(d)
+def base(micro_model_dir):
+    return BaseModel(micro_model_dir)
 
 
 @pytest.fixture(scope="module")

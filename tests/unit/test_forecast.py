@@ -92,3 +92,20 @@ def test_gpu_configs_forecast_offline_fast(monkeypatch, tmp_path, name):
     assert fc["total"]["fits_device"] and fc["total"]["device_hours"] > 1
     if name == "study-gpu.yaml":
         assert fc["total"]["device_hours"] <= 24  # the one-GPU study fits a day of one 80 GB GPU
+
+
+def test_a_gpu_check_json_replaces_the_assumed_throughput(tmp_path):
+    """The GPU check's own format (benchmarks/gpu_check.py): its 16-bit LoRA tokens/s on the named GPU
+    set that device's training FLOP/s; another GPU keeps the stated assumption."""
+    import json
+
+    from autoqra.forecast.devices import get_device
+
+    check = {"compute_params": 1.0e9, "sections": {"env": {"gpu": "NVIDIA H200"},
+                                                    "train": [{"method": "nf4", "tokens_per_s": 900.0},
+                                                              {"method": "lora16", "tokens_per_s": 2000.0}]}}
+    (tmp_path / "gpu_check.json").write_text(json.dumps(check))
+    h200 = get_device("h200", results_dir=tmp_path)
+    assert h200.train_flops == pytest.approx(6 * 1.0e9 * 2000.0)
+    assert "measured" in h200.sources["throughput"]
+    assert get_device("h100", results_dir=tmp_path).train_flops == get_device("h100").train_flops

@@ -9,7 +9,6 @@ import torch
 from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
 
 from autoqra.memory import ModelShape, hqq_meta_bytes, weight_bytes
-from autoqra.models import prepare_model
 from autoqra.plan import PROJECTIONS, Plan, projection_module
 from autoqra.quant import BaseModel, build, load, save_adapter
 from autoqra.quant.backends import dequantized_weight, make_layer, quantize, stored_bytes
@@ -22,13 +21,10 @@ from autoqra.quant.packed import (
     with_meta_bits,
 )
 
-MICRO = {"source": "micro", "id": None, "revision": None, "micro": None}
-
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    d = tmp_path_factory.mktemp("micro") / "m"
-    prepare_model(MICRO, d, seed=0)
+def base(micro_model_dir):
+    d = micro_model_dir
     return BaseModel(d, keep_dense=True)  # the tests read the dense projections
 
 

@@ -7,20 +7,17 @@ import torch
 
 from autoqra.errors import PlanError
 from autoqra.memory import MemoryModel, ModelShape
-from autoqra.models import prepare_model
 from autoqra.plan import PROJECTIONS, Plan, projection_module
 from autoqra.quant import BaseModel, QuantCache, build, load, save_adapter, verify
 from autoqra.quant.backends import layer_bits, layer_hqq_axis, layer_quantizer
 
 MIXED = {2: "hqq", 3: "hqq", 4: "nf4", 8: "int8"}
 
-MICRO = {"source": "micro", "id": None, "revision": None, "micro": None}
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    d = tmp_path_factory.mktemp("micro") / "m"
-    prepare_model(MICRO, d, seed=0)
+def base(micro_model_dir):
+    d = micro_model_dir
     return BaseModel(d)
 
 

@@ -85,16 +85,19 @@ DEVICE_NAMES = ("cpu", *GPU_PEAKS)
 
 
 def _gpu_check(name: str, results_dir: Path) -> dict | None:
-    """A GPU check's measured 16-bit LoRA tokens/s and model params for ``name``, if one exists."""
+    """A GPU check's measured 16-bit LoRA tokens/s and model params for ``name``, if one exists
+    (benchmarks/gpu_check.py: ``sections.env.gpu``, ``sections.train`` rows, ``compute_params``)."""
     for path in sorted(results_dir.glob("gpu_check*.json")):
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        gpu = str(data.get("gpu_name") or data.get("device_name") or "").lower().replace(" ", "")
-        rows = [r for r in data.get("train", []) if r.get("method") == "lora16" and r.get("tokens_per_s")]
+        sections = data.get("sections") or {}
+        env = sections.get("env") or {}
+        gpu = str(env.get("gpu") or "").lower().replace(" ", "").replace("-", "")
+        rows = [r for r in sections.get("train") or [] if r.get("method") == "lora16" and r.get("tokens_per_s")]
         params = data.get("compute_params")
-        if rows and params and name in gpu:
+        if rows and params and gpu and name in gpu:
             return {"tokens_per_s": float(rows[0]["tokens_per_s"]), "params": float(params), "file": str(path)}
     return None
 
