@@ -134,7 +134,9 @@ def test_memory_model_is_exact_for_each_quantizer(base, tmp_path, quantizer, bit
 
 
 @pytest.mark.parametrize("plan", [Plan((2, 8, 16, 4), (4, 16, 8, 8), group_size=32),
-                                  Plan.mapped((2, 8, 16, 4), (4, 16, 8, 8), MIXED, group_size=32, hqq_axis=1)])
+                                  Plan.mapped((2, 8, 16, 4), (4, 16, 8, 8), MIXED, group_size=32, hqq_axis=1),
+                                  Plan((3, 3, 8, 2), (8, 4, 4, 16), group_size=32, meta_bits=8)],  # packed 3-bit
+                         ids=["hqq", "mixed-axis1", "hqq3-meta8"])
 def test_export_and_load_round_trip(base, tmp_path, plan):
     built = build(base.model_dir, plan, cache_dir=tmp_path, base=base, seed=3)
     with torch.no_grad():  # make the adapter non-trivial (B starts at zero)
