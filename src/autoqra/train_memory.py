@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from autoqra.quant.backends import INT8_LAYERS
+
 
 def held_tensor_bytes(model: Any, optimizer: torch.optim.Optimizer | None = None) -> int:
     """Bytes of every tensor the model holds (parameters, buffers, grads, HQQ/bnb quantization
@@ -44,7 +46,7 @@ def held_tensor_bytes(model: Any, optimizer: torch.optim.Optimizer | None = None
         if isinstance(meta, dict):
             for v in meta.values():
                 add(v)
-        if type(m).__name__ in ("Linear8bitLt", "Int8WeightOnlyLinear") and hasattr(m, "state"):
+        if type(m).__name__ in INT8_LAYERS and hasattr(m, "state"):
             # after its first forward, the layer keeps its int8 codes and row scales here
             add(getattr(m.state, "CB", None))
             add(getattr(m.state, "SCB", None))

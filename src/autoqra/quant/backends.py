@@ -118,9 +118,7 @@ def int8_linear_class() -> type:
 
     class Int8WeightOnlyLinear(bnb.nn.Linear8bitLt):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            w = self.weight
-            scb = w.SCB if w.SCB is not None else self.state.SCB
-            return _Int8WeightOnlyMatmul.apply(x, w.data, scb, self.bias)
+            return _Int8WeightOnlyMatmul.apply(x, self.weight.data, int8_row_scales(self), self.bias)
 
     return Int8WeightOnlyLinear
 
@@ -146,8 +144,8 @@ def make_layer(state: dict[str, torch.Tensor], quantizer: str, bits: int, device
     return bnb_layer(state, bits, device, compute_dtype)
 
 
-LAYER_QUANTIZERS = {"PackedLinear": "hqq", "HQQLinear": "hqq", "Linear4bit": "nf4", "Linear8bitLt": "int8",
-                    "Int8WeightOnlyLinear": "int8"}
+INT8_LAYERS = ("Linear8bitLt", "Int8WeightOnlyLinear")  # bnb's own and autoqra's weight-only subclass
+LAYER_QUANTIZERS = {"PackedLinear": "hqq", "HQQLinear": "hqq", "Linear4bit": "nf4", **dict.fromkeys(INT8_LAYERS, "int8")}
 
 
 def layer_quantizer(layer: torch.nn.Module) -> str:
@@ -185,7 +183,7 @@ def layer_bits(layer: torch.nn.Module) -> int:
         return int(layer.meta["nbits"])
     if name == "Linear4bit":
         return 4
-    if name in ("Linear8bitLt", "Int8WeightOnlyLinear"):
+    if name in INT8_LAYERS:
         return 8
     if isinstance(layer, torch.nn.Linear):
         return 16
@@ -204,7 +202,7 @@ def stored_bytes(layer: torch.nn.Module) -> dict[str, Any]:
         return {"weights": w, "quant_meta": m}
     if name == "Linear4bit":
         return _nf4_stored_bytes(layer.weight)
-    if name in ("Linear8bitLt", "Int8WeightOnlyLinear"):
+    if name in INT8_LAYERS:
         return {"weights": layer.weight.numel(), "quant_meta": int8_row_scales(layer).numel() * 4}
     return {"weights": layer.weight.numel() * layer.weight.element_size(), "quant_meta": 0}
 
@@ -297,7 +295,7 @@ def dequantized_weight(layer: torch.nn.Module, dtype: torch.dtype = torch.float3
             import bitsandbytes as bnb
 
             w = bnb.functional.dequantize_4bit(*_nf4_stored_state(layer.weight))
-        elif name in ("Linear8bitLt", "Int8WeightOnlyLinear"):
+        elif name in INT8_LAYERS:
             w = int8_dequantize(layer.weight.data, int8_row_scales(layer), torch.float32)
         elif isinstance(layer, torch.nn.Linear):
             w = layer.weight
