@@ -116,3 +116,84 @@ def finetune(model_dir: str | os.PathLike, data_dir: str | os.PathLike, plan: Pl
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return record
+
+
+def code_sha() -> str:
+    """sha256 over the autoqra package's Python sources that can change a run (report/ and forecast/
+    only read results): a changed training loop, quantizer or scorer never reuses a stored run."""
+    import hashlib
+
+    pkg = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(pkg.rglob("*.py")):
+        rel = f.relative_to(pkg)
+        if rel.parts[0] in ("report", "forecast"):
+            continue
+        h.update(str(rel).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def run_environment(device: str | None = None) -> dict[str, Any]:
+    """What a run's numbers depend on besides its inputs: device type, compute threads, library
+    versions and the package's code (the shared-run key, :mod:`autoqra.runstore`)."""
+    import torch
+
+    from autoqra.models.layout import default_device
+    from autoqra.runstore import library_versions
+
+    return {"device": torch.device(device or default_device()).type, "threads": torch.get_num_threads(),
+            "libraries": library_versions(), "code_sha256": code_sha()}
+
+
+def finetune_identity(model_dir: str | os.PathLike, data_dir: str | os.PathLike, plan: Plan, *, fidelity: Fidelity,
+                      train: TrainSettings, seed: int, lora_dropout: float, alpha_per_rank: float,
+                      device: str | None = None, untrained: bool = False) -> dict[str, Any]:
+    """Everything the final fine-tuning's result depends on; its hash is the shared-run key."""
+    from autoqra.quant.cache import base_sha
+    from autoqra.runstore import file_sha
+
+    return {"plan_hash": plan.hash, "seed": int(seed), "base_sha256": base_sha(model_dir),
+            "train_sha256": file_sha(Path(data_dir) / "train.jsonl"),
+            "fidelity": None if untrained else fidelity.key(), "train_settings": train.key(),
+            "lora_dropout": lora_dropout, "alpha_per_rank": alpha_per_rank, "untrained": bool(untrained),
+            **run_environment(device)}
+
+
+def finetune_shared(model_dir: str | os.PathLike, data_dir: str | os.PathLike, plan: Plan, *,
+                    cache_dir: str | os.PathLike, out_dir: str | os.PathLike, method: str, seed: int,
+                    fidelity: Fidelity, train: TrainSettings, lora_dropout: float = 0.05,
+                    alpha_per_rank: float = 2.0, device: str | None = None, manifest_config: dict | None = None,
+                    untrained: bool = False) -> dict[str, Any]:
+    """:func:`finetune`, computed once per identical run (:mod:`autoqra.runstore`): a method whose plan
+    another method already trained on this seed (same settings, data, base, device and code) gets a
+    copy of that run's adapter and record, with ``shared_from`` naming the job that computed it.
+    Returns the record this job wrote, with ``share`` (``shared``, ``key``, ``origin``, ``wait_seconds``)."""
+    from autoqra.runstore import RunStore, retag_json
+
+    out = Path(out_dir)
+    identity = finetune_identity(model_dir, data_dir, plan, fidelity=fidelity, train=train, seed=seed,
+                                 lora_dropout=lora_dropout, alpha_per_rank=alpha_per_rank, device=device,
+                                 untrained=untrained)
+
+    def produce() -> None:
+        finetune(model_dir, data_dir, plan, cache_dir=cache_dir, fidelity=fidelity, train=train, seed=seed,
+                 out_dir=out, method=method, lora_dropout=lora_dropout, alpha_per_rank=alpha_per_rank,
+                 device=device, manifest_config=manifest_config, untrained=untrained)
+
+    retag = retag_json({"method": method, "seed": int(seed)})
+
+    def retag_run(name: str, path: Path, origin: dict) -> None:
+        retag(name, path, origin)
+        if name == "adapter":  # the adapter carries this job's plan file (same hash, this method's meta)
+            plan.save(path / "plan.json")
+        else:
+            from autoqra.io import read_json
+
+            atomic_write_json(path, {**read_json(path), "plan": plan.to_dict(), "adapter": str(out / "adapter")})
+
+    share = RunStore(cache_dir).run(
+        "finetune", identity, {"adapter": out / "adapter", "train.json": out / "train.json"}, produce,
+        origin={"method": method, "seed": int(seed), "out_dir": str(out), "plan_hash": plan.hash}, retag=retag_run)
+    from autoqra.io import read_json
+
+    return {**read_json(out / "train.json"), "share": share}

@@ -159,3 +159,44 @@ def tidy_results(results: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append({"task": task, "metric": name, "value": float(value),
                          "stderr": float(stderr) if isinstance(stderr, int | float) else None})
     return rows
+
+
+def lm_eval_identity(model_dir: str | os.PathLike, plan: Any, adapter: str | os.PathLike, cfg: Mapping[str, Any], *,
+                     task_dir: str | os.PathLike, data_dir: str | os.PathLike, seed: int,
+                     device: str | None = None) -> dict[str, Any]:
+    """Everything one lm-eval run's result depends on (its hash is the shared-run key,
+    :mod:`autoqra.runstore`): the base, the plan, the adapter's trained weights and config, the settings,
+    the task files and the documents they read, the seed and the run environment."""
+    from autoqra.finetune import run_environment
+    from autoqra.quant.cache import base_sha
+    from autoqra.runstore import file_sha, tree_sha
+
+    adapter, data_dir = Path(adapter), Path(data_dir)
+    docs = {name: file_sha(data_dir / name) for name in ("test.jsonl", GENERAL_HELDOUT) if (data_dir / name).is_file()}
+    return {"base_sha256": base_sha(model_dir), "plan_hash": plan.hash,
+            "adapter_weights_sha256": file_sha(adapter / "adapter_model.safetensors"),
+            "adapter_config_sha256": file_sha(adapter / "adapter_config.json"),
+            "lm_eval": dict(cfg), "tasks_sha256": tree_sha(task_dir), "documents_sha256": docs, "seed": int(seed),
+            **run_environment(device)}
+
+
+def evaluate_adapter(model_dir: str | os.PathLike, plan_path: str | os.PathLike, adapter: str | os.PathLike,
+                     cfg: Mapping[str, Any], *, task_dir: str | os.PathLike, data_dir: str | os.PathLike,
+                     work_dir: str | os.PathLike, cache_dir: str | os.PathLike, seed: int) -> tuple[dict, list[dict]]:
+    """lm-eval on a plan's model rebuilt with ``autoqra.load`` (scored through its dense copy when
+    ``cfg['dense']``: the same function, dense matmuls): the result and its per-document rows."""
+    import autoqra
+    from autoqra.quant.dense import dense_model
+
+    built = autoqra.load(Path(model_dir), plan_path, adapter, cache_dir=cache_dir)
+    model = dense_model(built.model) if cfg.get("dense", True) else built.model
+    include = prepare_tasks(task_dir, data_dir, work_dir)
+    try:
+        out = run_lm_eval(model, built.tokenizer, cfg["tasks"], include_path=include, limit=cfg["limit"],
+                          batch_size=cfg["batch_size"], num_fewshot=cfg["num_fewshot"], seed=seed,
+                          max_length=cfg["max_length"])
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    docs = out.pop("docs")
+    out["plan_hash"] = built.plan.hash
+    return out, docs

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.reliability
 # throughput, cache hits and trainings paid (which search first evaluates a shared plan depends on
 # scheduling, and a resumed job finds its finished evaluations cached), manifest timestamps, hosts.
 VOLATILE = re.compile(r"(seconds|hours|_time|time_|^time$|^timings$|elapsed|tokens_per_s|per_second|throughput|"
-                      r"^cached$|^quant_cache$|^fresh_|^trained$|^trained_|^created|^date|^host|hostname|^pid$|^git$|^git_|^cwd$|"
+                      r"^cached$|^shared_from$|^quant_cache$|^fresh_|^trained$|^trained_|^created|^date|^host|hostname|^pid$|^git$|^git_|^cwd$|"
                       r"^python_executable$|^start|^end$|^finished|^duration|^total_evaluation_time)")
 # Whole files that record how a run went rather than what it produced.
 SKIP = re.compile(r"^(logs/|benchmarks/)")

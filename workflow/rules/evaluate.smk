@@ -17,6 +17,7 @@ rule lm_eval:
         lm_eval=config["lm_eval"],
         task_dir=LM_EVAL_TASK_DIR,
         cache_dir=config["cache_dir"],
+        share=config["share_identical_runs"],
         work_dir=lambda wc: f"results/lm_eval/{wc.model}/{wc.method}/s{wc.seed}.work",
     priority: 1  # before methods_hf (figures only): the last method's chain ends the run
     log:

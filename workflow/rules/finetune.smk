@@ -13,6 +13,7 @@ rule finetune:
     params:
         settings=finetune_params(),
         cache_dir=config["cache_dir"],
+        share=config["share_identical_runs"],
     priority: 1  # before methods_hf (figures only): the last method's chain ends the run
     log:
         "results/logs/finetune/{model}/{method}/s{seed}.log",
