@@ -193,15 +193,18 @@ def saturated(space: SearchSpace, g: Genome) -> bool:
     return bool(left >= 0 and not (_upgrade_costs(space, g) <= left).any())
 
 
-def fill_to_budget(space: SearchSpace, g: Genome, imp_q: np.ndarray, imp_r: np.ndarray) -> Genome:
+def fill_to_budget(space: SearchSpace, g: Genome, imp_q: np.ndarray, imp_r: np.ndarray,
+                   bits_only: bool = False) -> Genome:
     """Greedy fill, the mirror of ``repair_to_budget``: while some one-step upgrade (one block's
-    bits or rank one rung up) still fits, apply the one with the most expected damage removed
-    (importance x ``rung_steps``) per extra byte. A plan over the budget is returned unchanged
-    (repair it first)."""
+    bits or rank one rung up; ``bits_only``: bits) still fits, apply the one with the most expected
+    damage removed (importance x ``rung_steps``) per extra byte. A plan over the budget is returned
+    unchanged (repair it first)."""
     g = np.array(g, dtype=np.int64, copy=True)
     limit = space.budget * (1 + 1e-12)
     while True:
         extra = _upgrade_costs(space, g)
+        if bits_only:
+            extra[1] = np.inf
         fits = extra <= limit - space.memory(g)
         if not fits.any():
             return g
