@@ -70,8 +70,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_study(args: argparse.Namespace) -> int:
     from autoqra.study import run_study
 
+    budgets = [b for b in args.budgets.split(",") if b] if args.budgets else None
     summary = run_study(args.config, cores=args.cores, root=args.root, combine_only=args.combine_only,
-                        snakemake_args=args.snakemake_args)
+                        snakemake_args=args.snakemake_args, budgets=budgets)
     for name, run in summary["runs"].items():
         wall = run["wall_seconds"]
         print(f"{name}: {run['dir']}" + ("" if wall is None else f"  ({wall / 60:.1f} min)"))
@@ -124,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cores", type=int, default=2)
     s.add_argument("--root", default=".", help="repository root (relative paths of the config resolve here)")
     s.add_argument("--combine-only", action="store_true", help="only rebuild the tables from finished runs")
+    s.add_argument("--budgets", default=None,
+                   help="comma-separated budgets to run now (e.g. b4,b35); the others enter the tables from the raw "
+                        "data an earlier invocation collected (the study can span sessions)")
     s.add_argument("snakemake_args", nargs="*", help="passed to snakemake after --, e.g. -- --keep-going")
     s.set_defaults(func=cmd_study)
     f = sub.add_parser("forecast", help="device-hours, memory, disk and wall time of a config before any job runs")

@@ -94,34 +94,76 @@ def budget_configs(cfg: Mapping[str, Any], root: Path) -> dict[str, dict[str, An
 
 
 def run_study(config_path: str | os.PathLike, *, cores: int = 2, root: str | os.PathLike = ".",
-              snakemake_args: Sequence[str] = (), combine_only: bool = False) -> dict[str, Any]:
-    """Run the pipeline per budget (``snakemake --directory <work_dir>/<budget>``), then ``combine``."""
+              snakemake_args: Sequence[str] = (), combine_only: bool = False,
+              budgets: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the pipeline per budget (``snakemake --directory <work_dir>/<budget>``), then ``combine``.
+
+    ``budgets``: run only these (the study can span sessions: each budget's run resumes where it
+    stopped); the other budgets enter the tables from the raw data an earlier invocation copied to
+    ``study.out_dir``, and are left out where there is none. A budget's ``wall_seconds`` is the sum over
+    every invocation that ran it (``<work_dir>/<budget>/wall.json``), so a resumed run reports its
+    whole cost."""
     root = Path(root).resolve()
     cfg = validate_config(load_yaml(config_path), base_dir=root)
     st = study_settings(cfg)
     configs = budget_configs(cfg, root)
+    unknown = sorted(set(budgets or ()) - set(configs))
+    if unknown:
+        raise ConfigError(f"--budgets: {unknown} are not budgets of study.budgets (expected some of {list(configs)})")
     for name, c in configs.items():  # every budget's config, before the first (hour-long) run starts
         try:
             validate_config(c, base_dir=root)
         except ConfigError as e:
             raise ConfigError(f"config key 'study.budgets.{name}' gives an invalid pipeline config: {e}") from None
+    out_dir = root / st["out_dir"]
+    previous = _previous_runs(out_dir / "study.json")
     runs = {}
     for name, c in configs.items():
         work = root / st["work_dir"] / name
-        work.mkdir(parents=True, exist_ok=True)
-        cfg_file = work / "config.yaml"
-        atomic_write_text(cfg_file, yaml.safe_dump(c, sort_keys=False))
         cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO_ROOT / "Snakefile"), "--directory", str(work),
-               "--configfile", str(cfg_file), "--cores", str(cores), *snakemake_args]
-        t0 = time.perf_counter()
-        if not combine_only:
-            res = subprocess.run(cmd, cwd=REPO_ROOT)
-            if res.returncode != 0:
-                raise RuntimeError(f"study: the pipeline for budget {name!r} failed (exit {res.returncode}); "
-                                   f"log under {work}/.snakemake/log; re-run the same command to resume")
-        runs[name] = {"dir": str(work), "budget": c["budget"], "command": [_shown(a) for a in cmd],
-                      "wall_seconds": None if combine_only else time.perf_counter() - t0}
-    return combine(runs, cfg, root / st["out_dir"], shared=st["shared_methods"], collect=not combine_only)
+               "--configfile", str(work / "config.yaml"), "--cores", str(cores), *snakemake_args]
+        entry = {"dir": str(work), "budget": c["budget"], "command": [_shown(a) for a in cmd]}
+        if budgets is not None and name not in budgets:
+            if (out_dir / name / "results").is_dir():  # collected by an earlier invocation
+                runs[name] = {**entry, **{k: v for k, v in previous.get(name, {}).items()
+                                          if k in ("wall_seconds", "invocations")}, "collect": False}
+            continue
+        work.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(work / "config.yaml", yaml.safe_dump(c, sort_keys=False))
+        if combine_only:
+            runs[name] = {**entry, "wall_seconds": None, "collect": False}
+            continue
+        t0, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        res = subprocess.run(cmd, cwd=REPO_ROOT)
+        walls = _record_invocation(work, started, time.perf_counter() - t0, res.returncode == 0)
+        if res.returncode != 0:
+            raise RuntimeError(f"study: the pipeline for budget {name!r} failed (exit {res.returncode}); "
+                               f"log under {work}/.snakemake/log; re-run the same command to resume")
+        runs[name] = {**entry, "wall_seconds": sum(w["seconds"] for w in walls), "invocations": walls, "collect": True}
+    first = next(iter(configs))
+    if st["shared_methods"] and first not in runs:
+        raise ConfigError(f"--budgets: budget {first!r} holds the shared methods {st['shared_methods']} and has no "
+                          f"run or collected raw data yet; run it first")
+    return combine(runs, cfg, out_dir, shared=st["shared_methods"], collect=not combine_only)
+
+
+def _previous_runs(study_json: Path) -> dict[str, dict[str, Any]]:
+    try:
+        return json.loads(study_json.read_text())["runs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _record_invocation(work: Path, started: str, seconds: float, ok: bool) -> list[dict[str, Any]]:
+    """Append one invocation of a budget's run to ``<work>/wall.json``; returns all of them."""
+    path = work / "wall.json"
+    try:
+        walls = json.loads(path.read_text())
+    except (OSError, ValueError):
+        walls = []
+    walls.append({"started": started, "seconds": seconds, "completed": ok})
+    atomic_write_json(path, walls)
+    return walls
 
 
 def _shown(arg: str) -> str:
@@ -136,12 +178,15 @@ def _shown(arg: str) -> str:
 def kept_wall_times(runs: Mapping[str, Mapping[str, Any]], previous: Path) -> dict[str, dict[str, Any]]:
     """``runs`` with each wall time that this invocation did not measure (``--combine-only``) taken from
     the ``study.json`` a previous invocation wrote, so redrawing the tables never erases the measured times."""
-    try:
-        old = json.loads(previous.read_text())["runs"]
-    except (OSError, ValueError, KeyError, TypeError):
-        old = {}
-    return {name: {**r, "wall_seconds": r["wall_seconds"] if r["wall_seconds"] is not None
-                   else (old.get(name) or {}).get("wall_seconds")} for name, r in runs.items()}
+    old = _previous_runs(previous)
+    out = {}
+    for name, r in runs.items():
+        prev = old.get(name) or {}
+        out[name] = {**r, "wall_seconds": r.get("wall_seconds") if r.get("wall_seconds") is not None
+                     else prev.get("wall_seconds")}
+        if "invocations" not in r and "invocations" in prev:
+            out[name]["invocations"] = prev["invocations"]
+    return out
 
 
 # The raw data a combine step copies from each budget's run directory into ``<out_dir>/<budget>/``
@@ -240,6 +285,8 @@ def combine(runs: Mapping[str, Mapping[str, Any]], cfg: Mapping[str, Any], out_d
     copied = {}
     if collect:
         for name, r in runs.items():
+            if not r.get("collect", True):  # not run by this invocation: its earlier copy stands
+                continue
             copied[name] = len(copy_raw(Path(r["dir"]), raw[name]))
             figs = Path(r["dir"]) / "paper_figures"
             if figs.is_dir():
@@ -273,7 +320,8 @@ def combine(runs: Mapping[str, Mapping[str, Any]], cfg: Mapping[str, Any], out_d
     atomic_write_text(out / "uncertainty.tsv",
                       pd.concat(uncs, ignore_index=True).to_csv(sep="\t", index=False, float_format="%.6g"))
     runs = kept_wall_times(runs, out / "study.json")
-    summary = {"runs": {k: {**v, "dir": os.path.relpath(v["dir"], REPO_ROOT), "raw_data": f"{k}/results",
+    summary = {"runs": {k: {**{a: b for a, b in v.items() if a != "collect"},
+                            "dir": os.path.relpath(v["dir"], REPO_ROOT), "raw_data": f"{k}/results",
                             **({"raw_files": copied[k]} if k in copied else {})} for k, v in runs.items()},
                "shared_methods": list(shared), "models": models, "methods": sorted(methods),
                "total_wall_seconds": sum(r["wall_seconds"] or 0.0 for r in runs.values())}

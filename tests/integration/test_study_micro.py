@@ -29,9 +29,17 @@ def test_study_runs_both_budgets_and_combines(tmp_path, monkeypatch):
     path.write_text(yaml.safe_dump(cfg))
     for k, v in OFFLINE.items():
         monkeypatch.setenv(k, v)
-    summary = run_study(path, cores=2, root=ROOT)
     work, out = tmp_path / "work", tmp_path / "out"
+    # a study spanning sessions: the first budget now, then the whole study (b2 resumes: nothing to do)
+    first = run_study(path, cores=2, root=ROOT, budgets=["b2"])
+    assert set(first["runs"]) == {"b2"} and set(pd.read_csv(out / "table1_main.csv").Model) == {"micro @ b2"}
+    with pytest.raises(Exception, match="--budgets"):
+        run_study(path, cores=2, root=ROOT, budgets=["b9"])
+    summary = run_study(path, cores=2, root=ROOT)
     assert set(summary["runs"]) == {"b2", "b4"} and all(r["wall_seconds"] > 0 for r in summary["runs"].values())
+    b2 = summary["runs"]["b2"]  # its wall time covers both invocations
+    assert len(b2["invocations"]) == 2 and b2["wall_seconds"] == pytest.approx(sum(w["seconds"] for w in b2["invocations"]))
+    assert b2["wall_seconds"] > first["runs"]["b2"]["wall_seconds"]
     budgets = {b: json.loads((work / b / "results/memory/micro/budget.json").read_text())["plan_bytes"]
                for b in ("b2", "b4")}
     assert budgets["b2"] < budgets["b4"]
