@@ -268,6 +268,17 @@ def pooled_bits_rank_rows(raw: Mapping[str, Path], models: Sequence[str]) -> lis
     return rows
 
 
+def shared_run_counts(raw_dir: Path) -> dict[str, int]:
+    """How many of a budget's fine-tunes and lm-eval runs were copies of an identical run
+    (``shared_from``, :mod:`autoqra.runstore`) rather than computed."""
+    out = {}
+    for kind, pattern in (("finetune", "results/finetune/*/*/s*/train.json"), ("lm_eval", "results/lm_eval/*/*/s*.json")):
+        files = sorted(raw_dir.glob(pattern))
+        out[kind] = len(files)
+        out[f"{kind}_copied"] = sum(1 for f in files if "shared_from" in json.loads(f.read_text()))
+    return out
+
+
 def combine(runs: Mapping[str, Mapping[str, Any]], cfg: Mapping[str, Any], out_dir: str | os.PathLike,
             shared: Sequence[str] = (), collect: bool = True) -> dict[str, Any]:
     """The study's tables (see the module docstring). ``collect``: first copy each run directory's raw
@@ -324,6 +335,7 @@ def combine(runs: Mapping[str, Mapping[str, Any]], cfg: Mapping[str, Any], out_d
                             "dir": os.path.relpath(v["dir"], REPO_ROOT), "raw_data": f"{k}/results",
                             **({"raw_files": copied[k]} if k in copied else {})} for k, v in runs.items()},
                "shared_methods": list(shared), "models": models, "methods": sorted(methods),
+               "shared_runs": {k: shared_run_counts(d) for k, d in raw.items()},
                "total_wall_seconds": sum(r["wall_seconds"] or 0.0 for r in runs.values())}
     atomic_write_json(out / "study.json", summary)
     return summary

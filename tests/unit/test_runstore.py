@@ -164,3 +164,15 @@ def test_lm_eval_key_follows_the_trained_weights(env, runs):
     assert key("qlora") == key("autoqra")  # the copied adapter: same weights
     assert key("qlora") != key("qlora_s4")  # trained on another seed: other weights
     assert key("qlora") != key("qlora", seed=1) and key("qlora") != key("qlora", dense=False)
+
+
+def test_study_counts_copied_runs(tmp_path):
+    from autoqra.study import shared_run_counts
+
+    for m, shared in (("qlora_nf4", False), ("autoqra", True), ("oracle", True)):
+        d = tmp_path / "results/finetune/smol" / m / "s0"
+        d.mkdir(parents=True)
+        (d / "train.json").write_text(json.dumps({"method": m, **({"shared_from": {"method": "qlora_nf4"}} if shared else {})}))
+    (tmp_path / "results/lm_eval/smol/autoqra").mkdir(parents=True)
+    (tmp_path / "results/lm_eval/smol/autoqra/s0.json").write_text(json.dumps({"method": "autoqra"}))
+    assert shared_run_counts(tmp_path) == {"finetune": 3, "finetune_copied": 2, "lm_eval": 1, "lm_eval_copied": 0}
