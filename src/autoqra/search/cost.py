@@ -95,10 +95,14 @@ def stage0_units(sensitivity: Mapping, n_blocks: int, seq_len: int) -> dict:
 
     Sequences are scaled by their length relative to ``seq_len`` (the data's ``max_seq_len``, what an
     evaluation's training and validation sequences are cut to). Missing keys take
-    ``SensitivitySettings``' defaults.
+    ``SensitivitySettings``' defaults (``max_seq_len``: ``seq_len``).
     """
-    d = {"n_calib": 16, "calib_len": 128, "plasticity": "grad_norm", "grad_batches": 4, "batch_size": 4,
-         "max_seq_len": seq_len, "loss_drop_steps": 10}
+    from dataclasses import fields
+
+    from autoqra.sensitivity.settings import SensitivitySettings
+
+    d = {f.name: f.default for f in fields(SensitivitySettings)}
+    d["max_seq_len"] = seq_len  # the pipeline cuts Stage 0's training sequences as an evaluation's
     d.update({k: v for k, v in dict(sensitivity).items() if v is not None})
     calib = float(d["calib_len"]) / float(seq_len)
     probe = float(d["max_seq_len"]) / float(seq_len)
