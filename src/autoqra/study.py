@@ -279,6 +279,20 @@ def shared_run_counts(raw_dir: Path) -> dict[str, int]:
     return out
 
 
+def job_seconds(raw_dir: Path) -> dict[str, float]:
+    """A budget's jobs summed from their ``benchmark:`` files: wall seconds and CPU seconds. On a shared
+    machine the run's wall time grows with the neighbours' load; the CPU seconds do not."""
+    wall = cpu = 0.0
+    n = 0
+    for f in sorted((raw_dir / "results/benchmarks").rglob("*.tsv")):
+        df = pd.read_csv(f, sep="\t")
+        if len(df):
+            wall += float(df["s"].iloc[-1])
+            cpu += float(df["cpu_time"].iloc[-1]) if "cpu_time" in df.columns else 0.0
+            n += 1
+    return {"jobs": n, "wall_seconds": wall, "cpu_seconds": cpu}
+
+
 def combine(runs: Mapping[str, Mapping[str, Any]], cfg: Mapping[str, Any], out_dir: str | os.PathLike,
             shared: Sequence[str] = (), collect: bool = True) -> dict[str, Any]:
     """The study's tables (see the module docstring). ``collect``: first copy each run directory's raw
@@ -336,6 +350,7 @@ def combine(runs: Mapping[str, Mapping[str, Any]], cfg: Mapping[str, Any], out_d
                             **({"raw_files": copied[k]} if k in copied else {})} for k, v in runs.items()},
                "shared_methods": list(shared), "models": models, "methods": sorted(methods),
                "shared_runs": {k: shared_run_counts(d) for k, d in raw.items()},
+               "job_seconds": {k: job_seconds(d) for k, d in raw.items()},
                "total_wall_seconds": sum(r["wall_seconds"] or 0.0 for r in runs.values())}
     atomic_write_json(out / "study.json", summary)
     return summary

@@ -176,3 +176,14 @@ def test_study_counts_copied_runs(tmp_path):
     (tmp_path / "results/lm_eval/smol/autoqra").mkdir(parents=True)
     (tmp_path / "results/lm_eval/smol/autoqra/s0.json").write_text(json.dumps({"method": "autoqra"}))
     assert shared_run_counts(tmp_path) == {"finetune": 3, "finetune_copied": 2, "lm_eval": 1, "lm_eval_copied": 0}
+
+
+def test_study_sums_job_seconds(tmp_path):
+    from autoqra.study import job_seconds
+
+    head = "s\th:m:s\tmax_rss\tcpu_time\n"
+    for name, (s, cpu) in {"a/x.tsv": (10.0, 4.0), "b/c/y.tsv": (5.5, 5.0)}.items():
+        f = tmp_path / "results/benchmarks" / name
+        f.parent.mkdir(parents=True)
+        f.write_text(head + f"{s}\t0:00:10\t100\t{cpu}\n")
+    assert job_seconds(tmp_path) == {"jobs": 2, "wall_seconds": 15.5, "cpu_seconds": 9.0}
