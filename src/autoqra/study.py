@@ -46,7 +46,7 @@ from autoqra.memory import GB
 
 DEFAULT_STUDY = {"budgets": {"b3": {"type": "uniform", "bits": 3, "rank": 8},
                              "b4": {"type": "uniform", "bits": 4, "rank": 8}},
-                 "shared_methods": [], "ablation_budgets": None, "work_dir": "results/study",
+                 "shared_methods": [], "ablation_budgets": None, "ablation_run": "same", "work_dir": "results/study",
                  "out_dir": "benchmarks/results/study"}
 
 
@@ -85,12 +85,33 @@ def budget_configs(cfg: Mapping[str, Any], root: Path) -> dict[str, dict[str, An
         c["budget"] = dict(budget)
         if i > 0:
             c["methods"] = {m: s for m, s in cfg["methods"].items() if m not in st["shared_methods"]}
-        if name not in st["ablation_budgets"]:
-            c["methods"] = {m: s for m, s in c["methods"].items() if s.get("group") != "ablation"}
-            used = {s["variant"] for s in c["methods"].values() if s.get("plan") == "search"}
-            c["search"] = {**c["search"], "variants": {v: s for v, s in c["search"]["variants"].items() if v in used}}
-        out[name] = c
+        separate = name in st["ablation_budgets"] and st["ablation_run"] == "separate"
+        if name not in st["ablation_budgets"] or separate:
+            out[name] = _keep_methods(c, lambda s: s.get("group") != "ablation")
+        else:
+            out[name] = c
+        if separate:  # AutoQRA (the ablations' reference, read back from the shared cache) + the ablations
+            abl = _keep_methods(c, lambda s: s.get("group") in ("autoqra", "ablation"))
+            abl["optuna_search"] = {**abl.get("optuna_search", {}), "enabled": False}
+            out[ablation_run_name(name)] = abl
     return out
+
+
+ABLATIONS_SUFFIX = "-ablations"
+
+
+def ablation_run_name(budget: str) -> str:
+    """The run holding ``budget``'s ablations when ``study.ablation_run`` is "separate"."""
+    return f"{budget}{ABLATIONS_SUFFIX}"
+
+
+def _keep_methods(c: Mapping[str, Any], keep) -> dict[str, Any]:
+    """``c`` with only the methods ``keep(spec)`` accepts, and only the search variants they use."""
+    c = dict(c)
+    c["methods"] = {m: s for m, s in c["methods"].items() if keep(s)}
+    used = {s["variant"] for s in c["methods"].values() if s.get("plan") == "search"}
+    c["search"] = {**c["search"], "variants": {v: s for v, s in c["search"]["variants"].items() if v in used}}
+    return c
 
 
 def run_study(config_path: str | os.PathLike, *, cores: int = 2, root: str | os.PathLike = ".",
@@ -117,12 +138,15 @@ def run_study(config_path: str | os.PathLike, *, cores: int = 2, root: str | os.
             raise ConfigError(f"config key 'study.budgets.{name}' gives an invalid pipeline config: {e}") from None
     out_dir = root / st["out_dir"]
     previous = _previous_runs(out_dir / "study.json")
+    ablation_runs = ({ablation_run_name(b) for b in st["ablation_budgets"]} if st["ablation_run"] == "separate"
+                     else set())
     runs = {}
     for name, c in configs.items():
         work = root / st["work_dir"] / name
         cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO_ROOT / "Snakefile"), "--directory", str(work),
                "--configfile", str(work / "config.yaml"), "--cores", str(cores), *snakemake_args]
-        entry = {"dir": str(work), "budget": c["budget"], "command": [_shown(a) for a in cmd]}
+        entry = {"dir": str(work), "budget": c["budget"], "command": [_shown(a) for a in cmd],
+                 **({"role": "ablations"} if name in ablation_runs else {})}
         if budgets is not None and name not in budgets:
             if (out_dir / name / "results").is_dir():  # collected by an earlier invocation
                 runs[name] = {**entry, **{k: v for k, v in previous.get(name, {}).items()
@@ -320,10 +344,14 @@ def combine(runs: Mapping[str, Mapping[str, Any]], cfg: Mapping[str, Any], out_d
     methods, models = cfg["methods"], sorted(cfg["models"])
     t1, t3, t5, uncs = [], [], [], []
     for name, d in raw.items():
-        docs = _pooled(raw, name, first, shared, "docs.tsv")
+        # an ablations-only run (study.ablation_run: separate) gives Table 3's rows only: its AutoQRA is
+        # its budget run's, read back from the shared cache
+        ablations_only = runs[name].get("role") == "ablations"
+        pool = () if ablations_only else shared
+        docs = _pooled(raw, name, first, pool, "docs.tsv")
         agg_path = out / name / "aggregate.tsv"
         agg_path.parent.mkdir(parents=True, exist_ok=True)
-        pooled = _pooled(raw, name, first, shared, "aggregate.tsv")
+        pooled = _pooled(raw, name, first, pool, "aggregate.tsv")
         atomic_write_text(agg_path, pooled.to_csv(sep="\t", index=False))
         agg = read_aggregate(agg_path)
         rolling = {t: ["nats_per_token"] for t in docs.loc[docs["metric"] == "tokens", "task"].unique()}
@@ -332,11 +360,13 @@ def combine(runs: Mapping[str, Mapping[str, Any]], cfg: Mapping[str, Any], out_d
         unc_path = out / name / "uncertainty.tsv"
         atomic_write_text(unc_path, unc.to_csv(sep="\t", index=False, float_format="%.6g"))
         label = {m: f"{m} @ {name}" for m in models}
-        t1.append(table_main(agg, methods, models, unc).replace({"Model": label}))
         t3.append(table_ablations(agg, methods, models, unc).replace({"Model": label}))
+        uncs.append(unc.assign(budget=name))
+        if ablations_only:
+            continue
+        t1.append(table_main(agg, methods, models, unc).replace({"Model": label}))
         for m in models:
             t5 += [{**row, "Model": label[m]} for row in claim_rows_from_dir(m, d, agg_path, unc_path, cfg)]
-        uncs.append(unc.assign(budget=name))
     t5 += pooled_bits_rank_rows(raw, models)
     for stem, df in (("table1_main", pd.concat(t1, ignore_index=True)),
                      ("table3_ablations", pd.concat(t3, ignore_index=True)), ("table5_claims", claims_frame(t5))):

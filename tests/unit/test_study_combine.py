@@ -64,3 +64,17 @@ def test_combine_copies_raw_data_and_rebuilds_tables_from_it(tmp_path):
     assert {f: (out / f).read_text() for f in tables} == tables
     assert again["runs"]["b4"]["wall_seconds"] == 12.5
     assert json.loads((out / "study.json").read_text())["runs"]["b4"]["raw_data"] == "b4/results"
+
+
+def test_an_ablations_run_gives_table3_rows_only(tmp_path):
+    """study.ablation_run: separate: the <budget>-ablations run enters Table 3, not Table 1 or the claims
+    (its AutoQRA is its budget run's), and no shared method is pooled into it."""
+    run, abl, out = run_dir(tmp_path / "work" / "b4"), run_dir(tmp_path / "work" / "b4-ablations"), tmp_path / "out"
+    entry = {"budget": {"type": "uniform", "bits": 4}, "command": [], "wall_seconds": 1.0}
+    summary = combine({"b4": {**entry, "dir": str(run)}, "b4-ablations": {**entry, "dir": str(abl), "role": "ablations"}},
+                      CFG, out, shared=["qlora_nf4"])
+    assert set(pd.read_csv(out / "table1_main.csv").Model) == {"m @ b4"}
+    assert not pd.read_csv(out / "table5_claims.csv").Model.str.contains("ablations").any()
+    assert set(pd.read_csv(out / "table3_ablations.csv").Model) == {"m @ b4", "m @ b4-ablations"}
+    assert summary["runs"]["b4-ablations"]["role"] == "ablations"
+    assert set(pd.read_csv(out / "uncertainty.tsv", sep="\t").budget) == {"b4", "b4-ablations"}

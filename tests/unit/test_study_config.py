@@ -20,7 +20,7 @@ def study_cfg(**study):
 
 
 def test_ablations_run_only_in_their_budgets(tmp_path):
-    cfgs = budget_configs(study_cfg(ablation_budgets=["b3"]), tmp_path)
+    cfgs = budget_configs(study_cfg(ablation_budgets=["b3"], ablation_run="same"), tmp_path)
     b3, b4 = cfgs["b3"], cfgs["b4"]
     ablations = {m for m, s in b3["methods"].items() if s.get("group") == "ablation"}
     assert {"no_stage2", "no_warm_start", "no_coupling", "no_perf_model", "single_fidelity"} == ablations
@@ -31,6 +31,24 @@ def test_ablations_run_only_in_their_budgets(tmp_path):
     assert "lora16" in b4["methods"] and "lora16" not in b3["methods"]
     assert {"autoqra", "random", "sequential", "oracle"} <= set(b3["methods"]) & set(b4["methods"])
     for c in (b3, b4):  # each per-budget config is itself a valid pipeline config
+        validate_config(c, base_dir=REPO_ROOT)
+
+
+def test_ablations_in_a_run_of_their_own(tmp_path):
+    """study.ablation_run: separate splits b3 into b3 (no ablations) and b3-ablations (AutoQRA, its
+    reference read back from the shared cache, and the ablations; no optuna), right after it."""
+    cfgs = budget_configs(study_cfg(ablation_budgets=["b3"], ablation_run="separate"), tmp_path)
+    assert list(cfgs) == ["b4", "b35", "b3", "b3-ablations"]
+    b3, abl = cfgs["b3"], cfgs["b3-ablations"]
+    assert not {m for m, s in b3["methods"].items() if s.get("group") == "ablation"}
+    assert {"autoqra", "sequential", "oracle", "random"} <= set(b3["methods"])
+    assert set(abl["methods"]) == {"autoqra", "no_stage2", "no_warm_start", "no_coupling", "no_perf_model",
+                                   "single_fidelity"}
+    assert set(abl["search"]["variants"]) == {"autoqra", "no_warm_start", "no_coupling", "no_perf_model",
+                                              "single_fidelity"}
+    assert abl["budget"] == b3["budget"] and abl["cache_dir"] == b3["cache_dir"]
+    assert not abl["optuna_search"]["enabled"] and b3["optuna_search"]["enabled"]
+    for c in (b3, abl):
         validate_config(c, base_dir=REPO_ROOT)
 
 
@@ -60,6 +78,7 @@ def test_study_compares_on_paired_seeds_and_full_method_ablations():
 def test_every_budget_runs_the_ablations_by_default(tmp_path):
     cfg = study_cfg()
     cfg["study"].pop("ablation_budgets", None)
+    cfg["study"].pop("ablation_run", None)
     cfgs = budget_configs(cfg, tmp_path)
     assert all("no_warm_start" in c["methods"] for c in cfgs.values())
 
