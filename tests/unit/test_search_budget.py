@@ -121,7 +121,9 @@ def test_every_seeded_plan_is_within_one_upgrade_of_the_budget(space, kind):
         assert all(space.feasible(g) for g in pop)
         assert seeded and all(saturated(space, g) for g in seeded)  # no single upgrade still fits
         assert min(space.memory(g) for g in seeded) / space.budget > 0.99
-        assert np.array_equal(pop[1], space.uniform(4, 8))  # the budget's own plan is always there
+        # the budget's own plan is always there, right after the priors' allocation and the
+        # interpolated seed (or as the allocation itself, where the priors choose it)
+        assert any(np.array_equal(g, space.uniform(4, 8)) for g in pop[:3])
         assert len(uniform & {space.key(g) for g in pop}) == min(n // 2, len(uniform))
 
 
