@@ -114,3 +114,21 @@ def test_different_seed_lists_are_not_paired():
     assert one.pairing.startswith("documents; seeds of the side with several") and not one.resolved
     assert one.delta_hi - one.delta_lo > 0.3  # AutoQRA's seeds disagree by 20 points each
     assert unc.loc["auto"].pairing == "seeds + documents"
+
+
+def test_shared_seeds_are_paired_when_the_lists_differ():
+    """A 3-seed method against a 5-seed reference whose seeds 0-2 it shares: a seed effect common to
+    both methods (sd 15 points here) cancels in the pairing on the shared seeds, so a true +8 points
+    is resolved; unpaired, the seed effect would hide it. The Δ is the shared seeds' Δ."""
+    rng = np.random.default_rng(11)
+    effect = [0.3, 0.6, 0.45, 0.35, 0.55]  # seed s moves every method the same way
+    rows = [r for s, p in enumerate(effect) for r in mc_rows("auto", s, bernoulli(p, 400, rng))]
+    rows += [r for s in range(3) for r in mc_rows("lora", s, bernoulli(effect[s] + 0.08, 400, rng))]
+    unc = bootstrap_model(pd.DataFrame(rows), "auto", n_boot=500).query("task == 't_mc'").set_index("method")
+    lora = unc.loc["lora"]
+    assert lora.pairing == "seeds + documents, paired on the 3 shared seeds"
+    assert lora.resolved and lora.delta_lo > 0 and lora.delta_hi - lora.delta_lo < 0.12
+    df = pd.DataFrame(rows)
+    per_seed = df[df.seed < 3].groupby(["method", "seed"])["value"].mean().unstack(0)
+    assert lora.delta == pytest.approx((per_seed["lora"] - per_seed["auto"]).mean())
+    assert unc.loc["lora", "n_seeds"] == 3 and unc.loc["auto", "n_seeds"] == 5
