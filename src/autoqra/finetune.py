@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autoqra.io import atomic_write_json
+from autoqra.io import atomic_write_json, read_json
 from autoqra.manifest import build_manifest
 from autoqra.memory import MemoryModel, ModelShape
 from autoqra.plan import Plan
@@ -118,19 +118,16 @@ def finetune(model_dir: str | os.PathLike, data_dir: str | os.PathLike, plan: Pl
     return record
 
 
-def code_sha() -> str:
-    """sha256 over the autoqra package's Python sources that can change a run (report/ and forecast/
-    only read results): a changed training loop, quantizer or scorer never reuses a stored run."""
-    import hashlib
+def run_code_sha() -> str:
+    """Identity of the package code that can change a run (:func:`autoqra.manifest.code_sha` over every
+    module but report/ and forecast/, which only read results): a changed training loop, quantizer or
+    scorer never reuses a stored run."""
+    from autoqra.manifest import code_sha
 
     pkg = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for f in sorted(pkg.rglob("*.py")):
-        rel = f.relative_to(pkg)
-        if rel.parts[0] in ("report", "forecast"):
-            continue
-        h.update(str(rel).encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()
+    parts = sorted(p.name for p in pkg.iterdir()
+                   if p.suffix == ".py" or (p.is_dir() and p.name not in ("report", "forecast", "__pycache__")))
+    return code_sha(*parts)
 
 
 def run_environment(device: str | None = None) -> dict[str, Any]:
@@ -142,18 +139,18 @@ def run_environment(device: str | None = None) -> dict[str, Any]:
     from autoqra.runstore import library_versions
 
     return {"device": torch.device(device or default_device()).type, "threads": torch.get_num_threads(),
-            "libraries": library_versions(), "code_sha256": code_sha()}
+            "libraries": library_versions(), "code_sha": run_code_sha()}
 
 
 def finetune_identity(model_dir: str | os.PathLike, data_dir: str | os.PathLike, plan: Plan, *, fidelity: Fidelity,
                       train: TrainSettings, seed: int, lora_dropout: float, alpha_per_rank: float,
                       device: str | None = None, untrained: bool = False) -> dict[str, Any]:
     """Everything the final fine-tuning's result depends on; its hash is the shared-run key."""
+    from autoqra.models.sources import sha256_file
     from autoqra.quant.cache import base_sha
-    from autoqra.runstore import file_sha
 
     return {"plan_hash": plan.hash, "seed": int(seed), "base_sha256": base_sha(model_dir),
-            "train_sha256": file_sha(Path(data_dir) / "train.jsonl"),
+            "train_sha256": sha256_file(Path(data_dir) / "train.jsonl"),
             "fidelity": None if untrained else fidelity.key(), "train_settings": train.key(),
             "lora_dropout": lora_dropout, "alpha_per_rank": alpha_per_rank, "untrained": bool(untrained),
             **run_environment(device)}
@@ -187,13 +184,9 @@ def finetune_shared(model_dir: str | os.PathLike, data_dir: str | os.PathLike, p
         if name == "adapter":  # the adapter carries this job's plan file (same hash, this method's meta)
             plan.save(path / "plan.json")
         else:
-            from autoqra.io import read_json
-
             atomic_write_json(path, {**read_json(path), "plan": plan.to_dict(), "adapter": str(out / "adapter")})
 
     share = RunStore(cache_dir).run(
         "finetune", identity, {"adapter": out / "adapter", "train.json": out / "train.json"}, produce,
         origin={"method": method, "seed": int(seed), "out_dir": str(out), "plan_hash": plan.hash}, retag=retag_run)
-    from autoqra.io import read_json
-
     return {**read_json(out / "train.json"), "share": share}

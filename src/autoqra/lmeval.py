@@ -168,14 +168,15 @@ def lm_eval_identity(model_dir: str | os.PathLike, plan: Any, adapter: str | os.
     :mod:`autoqra.runstore`): the base, the plan, the adapter's trained weights and config, the settings,
     the task files and the documents they read, the seed and the run environment."""
     from autoqra.finetune import run_environment
+    from autoqra.models.sources import sha256_file
     from autoqra.quant.cache import base_sha
-    from autoqra.runstore import file_sha, tree_sha
+    from autoqra.runstore import tree_sha
 
     adapter, data_dir = Path(adapter), Path(data_dir)
-    docs = {name: file_sha(data_dir / name) for name in ("test.jsonl", GENERAL_HELDOUT) if (data_dir / name).is_file()}
+    docs = {name: sha256_file(data_dir / name) for name in ("test.jsonl", GENERAL_HELDOUT) if (data_dir / name).is_file()}
     return {"base_sha256": base_sha(model_dir), "plan_hash": plan.hash,
-            "adapter_weights_sha256": file_sha(adapter / "adapter_model.safetensors"),
-            "adapter_config_sha256": file_sha(adapter / "adapter_config.json"),
+            "adapter_weights_sha256": sha256_file(adapter / "adapter_model.safetensors"),
+            "adapter_config_sha256": sha256_file(adapter / "adapter_config.json"),
             "lm_eval": dict(cfg), "tasks_sha256": tree_sha(task_dir), "documents_sha256": docs, "seed": int(seed),
             **run_environment(device)}
 

@@ -1,8 +1,8 @@
 """Runs shared between methods that return the same plan (DESIGN §2: a run is a function of its
 inputs). Two methods whose plans hash the same, fine-tuned on the same seed with the same settings,
 data, base model, device and library versions, are the *same run*: training is deterministic for a
-seed, so computing it twice only spends CPU-hours (at the study's b4 budget AutoQRA, Sequential and
-the oracle return QLoRA's plan, 15 of 30 method-seeds). The final fine-tuning and its lm-eval run
+seed, so computing it twice only spends CPU-hours (at the study's b4 budget Sequential, the oracle
+and random search returned QLoRA's plan: 13 of 30 method-seeds were copies). The final fine-tuning and its lm-eval run
 therefore go through a content-addressed store in the shared ``cache_dir``:
 
 ``<cache_dir>/runs/<kind>/<key>/`` holds the files of one run (``kind``: ``finetune`` or ``lm_eval``),
@@ -32,28 +32,20 @@ from pathlib import Path
 from typing import Any
 
 from autoqra.io import atomic_dir, atomic_write_json, read_json
+from autoqra.models.sources import sha256_file
 
 RUN_FORMAT = 1  # bump when what a stored run holds, or how its key is made, changes
 _LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "hqq", "lm_eval")
-
-
-def file_sha(path: str | os.PathLike) -> str:
-    """sha256 of one file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def tree_sha(path: str | os.PathLike) -> str:
     """sha256 over the relative names and bytes of every file under a directory (or of one file)."""
     p = Path(path)
     if p.is_file():
-        return file_sha(p)
+        return sha256_file(p)
     h = hashlib.sha256()
     for f in sorted(q for q in p.rglob("*") if q.is_file()):
-        h.update(str(f.relative_to(p)).encode() + b"\0" + file_sha(f).encode() + b"\0")
+        h.update(str(f.relative_to(p)).encode() + b"\0" + sha256_file(f).encode() + b"\0")
     return h.hexdigest()
 
 
@@ -102,9 +94,10 @@ class RunStore:
             produce: Callable[[], Any], *, origin: Mapping[str, Any],
             retag: Callable[[str, Path, dict], None] | None = None) -> dict[str, Any]:
         """Make ``outputs`` (name -> file or directory path) exist: copied from the store when it holds
-        ``identity``'s run, else written by ``produce()`` and then stored. ``retag(name, path)`` rewrites
-        a copied output for this job (e.g. its method name; the third argument is the stored origin). Returns what happened: ``shared``, ``key``,
-        ``origin`` (the job that computed the run), ``wait_seconds``."""
+        ``identity``'s run, else written by ``produce()`` and then stored. ``retag(name, path, origin)``
+        rewrites a copied output for this job (e.g. its method name; ``origin``: the stored job's).
+        Returns what happened: ``shared``, ``key``, ``origin`` (the job that computed the run),
+        ``wait_seconds``."""
         key = run_key(identity)
         entry = self.entry(kind, key)
         with _locked(self.root / kind / f"{key}.lock") as waited:

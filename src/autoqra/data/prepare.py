@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 from collections import Counter
@@ -15,6 +14,7 @@ from autoqra.data.synthetic import SPLITS, check_skills, generate_synthetic
 from autoqra.errors import ConfigError, DatasetError
 from autoqra.io import atomic_write_jsonl, read_json
 from autoqra.manifest import write_manifest
+from autoqra.models.sources import sha256_file
 
 SOURCES = ("synthetic", "alpaca_file", "hub")
 DEFAULT_SKILL = "general"  # skill tag of records from files and the hub
@@ -28,15 +28,6 @@ def _size(spec: Mapping[str, Any], key: str, allow_none: bool = False) -> int | 
         expected = "a non-negative integer" + (" or null (the rest)" if allow_none else "")
         raise ConfigError(f"data.{key}: expected {expected}, got {value!r}")
     return value
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def split_records(records: list[dict], seed: int, n_train: int | None, n_val: int,

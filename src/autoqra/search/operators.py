@@ -9,12 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autoqra.search.space import (
-    Genome,
-    SearchSpace,
-    fill_to_budget,
-    repair_to_budget,
-)
+from autoqra.search.space import Genome, SearchSpace, fill_to_budget, repair_to_budget
 
 # Added to importances in the importance-weighted draws: min-max normalisation puts one block at
 # exactly 0 (or 1), and a zero weight would freeze that gene for the whole search.
