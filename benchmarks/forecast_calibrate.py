@@ -7,6 +7,17 @@ cache), of training (per token, per step) and of scoring (per token). One thread
 
     PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 5 python benchmarks/forecast_calibrate.py \
         --smollm2 results/models/smollm2-135m/hf --data results/data/synth --out benchmarks/results/forecast_cpu.json
+
+``--fit-runs RUN...`` then fits the forecast's per-job constants (start, per-GB build, per-step
+overhead, training and scoring FLOP rates) to the wall seconds of finished runs' jobs (their
+`benchmark:` files, copies of identical runs left out) and stores them under ``fit`` in the same
+JSON, which the forecast's device table reads (autoqra.forecast.devices.cpu_from_calibration). The fit
+minimises the relative error per (run, stage) by non-negative least squares on the forecast's own
+features (autoqra.forecast.core.job_features); the cold-quantization rate stays the micro-benchmark's.
+Fit on runs other than those the forecast is then checked on (benchmarks/forecast_check.py):
+
+    PYTHONPATH=src python benchmarks/forecast_calibrate.py --fit-runs results/study/b3 results/study/b35 \
+        --skip "b35:Stage 0" "b35:Stage 1 g0 LF" "b35:Stage 1 g0 HF" --out benchmarks/results/forecast_cpu.json
 """
 
 from __future__ import annotations
@@ -83,15 +94,97 @@ def measure(model_dir: Path, data_dir: Path, seq_len: int, steps: tuple[int, int
     return {"shape": shape.__dict__, "seq_len": seq_len, "plans": rows}
 
 
+FITTED = ("start_s", "load_s_per_gb", "step_overhead_s", "train_flops", "score_flops")
+
+
+def stage_features(run_dir: Path, dev) -> dict[str, dict]:
+    """Per stage of the run's config (``run_dir/config.yaml``): its jobs and the sum of their features."""
+    from autoqra.forecast import load_forecast_config
+    from autoqra.forecast.core import _stage_key, job_features
+    from autoqra.forecast.shapes import model_shape
+    from autoqra.forecast.stages import model_phases
+
+    cfg = load_forecast_config(run_dir / "config.yaml", base_dir=run_dir)
+    (name, spec), = cfg["models"].items()
+    shape, _ = model_shape(name, spec, run_dir)
+    out: dict[str, dict] = {}
+    for ph in model_phases(cfg, shape):
+        f = job_features(ph, cfg, shape, dev, 4.0)
+        st = out.setdefault(_stage_key(ph.stage), {"jobs": 0, "features": dict.fromkeys(f, 0.0)})
+        st["jobs"] += ph.jobs
+        for k, v in f.items():
+            st["features"][k] += ph.jobs * v
+    return out
+
+
+def fit_runs(runs: list[Path], skip: set[tuple[str, str]], dev, min_wall: float = 20.0) -> dict:
+    """NNLS of the relative error per (run, stage) over the FITTED constants (rates as their inverse);
+    stages that took under ``min_wall`` seconds are left out (their wall is mostly Snakemake's)."""
+    import numpy as np
+    from forecast_check import measured
+    from scipy.optimize import nnls
+
+    rows, names, fixed = [], [], []
+    for run in runs:
+        meas = measured(run)
+        for stage, st in stage_features(run, dev).items():
+            m = meas.get(stage)
+            if (run.name, stage) in skip or not m or not m["jobs"] or m["wall_s"] < min_wall:
+                continue
+            k = m["jobs"] / st["jobs"]  # copied jobs left out (their stage's jobs are alike)
+            f = st["features"]
+            rows.append([k * f[c] / m["wall_s"] for c in FITTED])
+            fixed.append(k * f["quantize_s_per_gweight"] * dev.quantize_s_per_gweight / m["wall_s"])
+            names.append({"run": str(run), "stage": stage, "jobs": m["jobs"], "copied": m["copied"],
+                          "wall_s": m["wall_s"]})
+    if len(rows) < len(FITTED):
+        raise SystemExit(f"--fit-runs: {len(rows)} measured stages of >= {min_wall:.0f} s in {[str(r) for r in runs]}; "
+                         f"need at least {len(FITTED)} to fit {FITTED}")
+    A, b = np.array(rows), 1.0 - np.array(fixed)
+    x, _ = nnls(A, b)
+    pred = A @ x + np.array(fixed)
+    for n, r in zip(names, pred, strict=True):
+        n["fitted_rel_error"] = float(r - 1.0)
+    const = {c: (1.0 / v if c.endswith("_flops") else v) if v > 0 else (float("inf") if c.endswith("_flops") else 0.0)
+             for c, v in zip(FITTED, x, strict=True)}
+    return {"constants": {c: float(v) for c, v in const.items()}, "runs": [str(r) for r in runs],
+            "skipped": sorted(f"{r}:{s}" for r, s in skip), "rows": names,
+            "rms_rel_error": float(np.sqrt(np.mean((pred - 1.0) ** 2)))}
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--smollm2", required=True, type=Path)
-    ap.add_argument("--data", required=True, type=Path)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smollm2", type=Path)
+    ap.add_argument("--data", type=Path)
     ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--work", type=Path, default=Path(tempfile.mkdtemp(prefix="forecast-cal-")))
+    ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--fit-runs", nargs="+", type=Path, default=None,
+                    help="finished run directories (each holding config.yaml and results/benchmarks) to fit to")
+    ap.add_argument("--skip", nargs="*", default=[], help='"RUN:STAGE" rows to leave out of the fit (e.g. read '
+                    "back from a shared cache)")
     args = ap.parse_args()
     from autoqra.io import atomic_write_json
     from autoqra.manifest import build_manifest
+
+    if args.fit_runs:
+        from autoqra.forecast.devices import cpu_from_calibration
+
+        cal = json.loads(args.out.read_text())
+        cal.pop("fit", None)
+        skip = {tuple(s.split(":", 1)) for s in args.skip}
+        fit = fit_runs(args.fit_runs, skip, cpu_from_calibration(cal))
+        fit["manifest"] = build_manifest(stage="forecast_calibrate_fit",
+                                         config={k: str(v) for k, v in vars(args).items()})
+        cal["fit"] = fit
+        atomic_write_json(args.out, cal)
+        print(json.dumps({k: fit[k] for k in ("constants", "rms_rel_error")}, indent=1))
+        for r in fit["rows"]:
+            print(f"  {Path(r['run']).name:<8} {r['stage']:<28} {r['jobs']:>3} jobs {r['wall_s']:>8.1f} s  "
+                  f"fitted {r['fitted_rel_error']:+.0%}")
+        return
+    if not (args.smollm2 and args.data):
+        ap.error("--smollm2 and --data are required (or --fit-runs)")
+    args.work = args.work or Path(tempfile.mkdtemp(prefix="forecast-cal-"))
     from autoqra.models import prepare_model
 
     micro_dir = args.work / "micro"

@@ -9,7 +9,8 @@ of a finished Snakemake run (results/benchmarks/<rule>/...tsv: wall seconds `s` 
 
 On a shared machine the wall seconds carry the neighbours' load; `cpu_time` (one thread per job)
 does not, so both are compared (Snakemake samples cpu_time once a second, then every 30 s). The totals
-sum the stages the run has measured.
+sum the stages the run has measured. Jobs that copied an identical run (share_identical_runs) are
+counted apart (``jobs_copied``) and the forecast is compared on the computed ones.
 """
 
 from __future__ import annotations
@@ -33,7 +34,20 @@ def stage_of(rule: str, path: Path) -> str:
     return STAGE_OF_RULE[rule]
 
 
+def copied(run_dir: Path, rule: str, bench: Path) -> bool:
+    """Whether the job behind ``bench`` copied an identical run's outputs (autoqra.runstore:
+    ``shared_from`` in its result) instead of computing them."""
+    rel = bench.relative_to(run_dir / "results" / "benchmarks" / rule).with_suffix("")
+    out = {"finetune": run_dir / "results" / "finetune" / rel / "train.json",
+           "lm_eval": run_dir / "results" / "lm_eval" / rel.with_suffix(".json")}.get(rule)
+    try:
+        return out is not None and "shared_from" in json.loads(out.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
 def measured(run_dir: Path) -> dict[str, dict[str, float]]:
+    """Per stage: the computed jobs' count, wall and CPU seconds, and how many jobs were copies."""
     out: dict[str, dict[str, float]] = {}
     for f in sorted((run_dir / "results" / "benchmarks").rglob("*.tsv")):
         rule = f.relative_to(run_dir / "results" / "benchmarks").parts[0]
@@ -42,11 +56,23 @@ def measured(run_dir: Path) -> dict[str, dict[str, float]]:
         rows = list(csv.DictReader(f.open(), delimiter="\t"))
         if not rows:
             continue
-        st = out.setdefault(stage_of(rule, f), {"jobs": 0, "wall_s": 0.0, "cpu_s": 0.0})
+        st = out.setdefault(stage_of(rule, f), {"jobs": 0, "copied": 0, "wall_s": 0.0, "cpu_s": 0.0})
+        if copied(run_dir, rule, f):
+            st["copied"] += 1
+            continue
         st["jobs"] += 1
         st["wall_s"] += float(rows[-1]["s"])
         st["cpu_s"] += float(rows[-1].get("cpu_time") or 0.0)
     return out
+
+
+def forecast_seconds(st: dict, m: dict) -> float:
+    """The forecast's device-seconds for the jobs the run computed: a stage with copied jobs
+    (fine-tuning, lm-eval: one rule, jobs alike) is scaled to its computed ones."""
+    f_s = st["device_hours"] * 3600
+    if m.get("copied") and st["jobs"]:
+        f_s *= m["jobs"] / st["jobs"]
+    return f_s
 
 
 def main() -> None:
@@ -67,9 +93,10 @@ def main() -> None:
     meas = measured(args.run_dir)
     rows, tot = [], {"forecast_s": 0.0, "wall_s": 0.0, "cpu_s": 0.0, "jobs_forecast": 0, "jobs_measured": 0}
     for stage, st in fc["stages"].items():
-        m = meas.get(stage, {"jobs": 0, "wall_s": 0.0, "cpu_s": 0.0})
-        f_s = st["device_hours"] * 3600
-        row = {"stage": stage, "jobs_forecast": st["jobs"], "jobs_measured": m["jobs"], "forecast_s": f_s,
+        m = meas.get(stage, {"jobs": 0, "copied": 0, "wall_s": 0.0, "cpu_s": 0.0})
+        f_s = forecast_seconds(st, m)
+        row = {"stage": stage, "jobs_forecast": st["jobs"], "jobs_measured": m["jobs"],
+               "jobs_copied": m["copied"], "forecast_s": f_s,
                "measured_wall_s": m["wall_s"], "measured_cpu_s": m["cpu_s"]}
         for k in ("wall", "cpu"):
             v = m[f"{k}_s"]

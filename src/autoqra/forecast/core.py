@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from autoqra.errors import ConfigError
+from autoqra.forecast.devices import DEFAULT_RESULTS_DIR as RESULTS_DIR
 from autoqra.forecast.devices import DEVICE_NAMES, GB, Device, get_device, largest_device
 from autoqra.forecast.shapes import compute_params, model_shape, total_params
 from autoqra.forecast.stages import model_phases
@@ -24,7 +25,6 @@ from autoqra.forecast.work import Phase, seq_tokens
 SAFETY_NOTE = "GPU peaks: predictor + 1 GB CUDA context, x1.10 allocator slack (assumed)"
 HOST_OVERHEAD = {"cpu": 1.5 * GB, "gpu": 3.0 * GB}  # interpreter, torch, tokenizer, data (assumed)
 BOOKKEEPING_S = 8.0  # a local propose/promote/select job between two phases (host CPU seconds, assumed)
-RESULTS_DIR = Path(__file__).resolve().parents[3] / "benchmarks" / "results"
 
 
 @contextmanager
@@ -101,12 +101,29 @@ def stage0_peak(cfg: Mapping, shape, dev: Device) -> float:
                                   space["hqq_axis"])["peak_bytes"])
 
 
-def _quant_factor(cfg: Mapping, dev: Device, kind: str) -> float:
-    qmap = cfg["search_space"]["quantizers"]
+def _budget_quant_factor(cfg: Mapping, dev: Device) -> float:
+    """Slowdown of the plans a search tries: the budget's own quantizer mix (uniform: its quantizer;
+    between: its two rungs' quantizers, weighted as the budget is), else the ladder's mean."""
+    qmap, bud = cfg["search_space"]["quantizers"], cfg["budget"]
+    f = dev.quant_factor
+    if bud["type"] == "uniform" and int(bud.get("bits", 16)) < 16:
+        return f.get(bud.get("quantizer") or qmap[int(bud["bits"])], 1.0)
+    if bud["type"] == "between":
+        w = float(bud["fraction"])
+        return (1 - w) * f.get(qmap[int(bud["low_bits"])], 1.0) + w * f.get(qmap[int(bud["high_bits"])], 1.0)
     qs = [qmap[b] for b in cfg["search_space"]["bits"] if int(b) < 16]
-    search = sum(dev.quant_factor.get(q, 1.0) for q in qs) / max(1, len(qs))
-    if kind == "budget":
+    return sum(f.get(q, 1.0) for q in qs) / max(1, len(qs))
+
+
+def _quant_factor(cfg: Mapping, dev: Device, phase: Phase) -> float:
+    """The slowdown of ``phase``'s layers vs 16-bit: 1 for lm-eval on the dense copy (lm_eval.dense),
+    the budget's mix for the searches, the methods' mean for fine-tuning and the methods at HF."""
+    if phase.plan == "lm_eval" and cfg["lm_eval"].get("dense", True):
+        return 1.0
+    search = _budget_quant_factor(cfg, dev)
+    if phase.plan == "budget":
         return search
+    qmap = cfg["search_space"]["quantizers"]
     per = []
     for m in cfg["methods"].values():
         if m["plan"] == "uniform":
@@ -117,17 +134,33 @@ def _quant_factor(cfg: Mapping, dev: Device, kind: str) -> float:
     return sum(per) / len(per) if per else 1.0
 
 
-def job_seconds(phase: Phase, cfg: Mapping, shape, dev: Device, model_dtype_bytes: float) -> dict[str, float]:
+# A job's seconds are features x the device's constants: one feature per constant (job_seconds), so the
+# calibration (benchmarks/forecast_calibrate.py --fit-runs) fits the very formula the forecast uses.
+FEATURES = ("start_s", "load_s_per_gb", "quantize_s_per_gweight", "step_overhead_s", "train_flops", "score_flops")
+PART_OF = {"start_s": "start", "load_s_per_gb": "build", "quantize_s_per_gweight": "build",
+           "step_overhead_s": "train", "train_flops": "train", "score_flops": "score"}
+
+
+def job_features(phase: Phase, cfg: Mapping, shape, dev: Device, model_dtype_bytes: float) -> dict[str, float]:
+    """What one job of ``phase`` multiplies each device constant by (rates: FLOPs, divided by them):
+    one start, one model load plus one per build (GB), weights quantized cold (1e9), optimizer steps x
+    blocks, training FLOPs (6·N per token, 8·N with checkpointing) and scoring FLOPs (2·N), the last two
+    x the phase's quantizer slowdown."""
     w, n = phase.work, compute_params(shape)
-    qf = _quant_factor(cfg, dev, "budget" if phase.plan == "budget" else "16bit")
-    flops_per_train_token = (8.0 if w.checkpointing else 6.0) * n
-    parts = {
-        "start": dev.start_s + dev.load_s_per_gb * total_params(shape) * model_dtype_bytes / GB,
-        "build": w.builds * dev.load_s_per_gb * total_params(shape) * model_dtype_bytes / GB
-        + w.quantize_weights / 1e9 * dev.quantize_s_per_gweight,
-        "train": w.steps * dev.step_overhead_s * shape.n_blocks + w.train_tokens * flops_per_train_token * qf / dev.train_flops,
-        "score": w.score_tokens * 2.0 * n * qf / dev.score_flops,
-    }
+    qf = _quant_factor(cfg, dev, phase)
+    gb = total_params(shape) * model_dtype_bytes / GB
+    return {"start_s": 1.0, "load_s_per_gb": (1.0 + w.builds) * gb, "quantize_s_per_gweight": w.quantize_weights / 1e9,
+            "step_overhead_s": w.steps * shape.n_blocks,
+            "train_flops": w.train_tokens * (8.0 if w.checkpointing else 6.0) * n * qf,
+            "score_flops": w.score_tokens * 2.0 * n * qf}
+
+
+def job_seconds(phase: Phase, cfg: Mapping, shape, dev: Device, model_dtype_bytes: float) -> dict[str, float]:
+    feats = job_features(phase, cfg, shape, dev, model_dtype_bytes)
+    parts = {"start": 0.0, "build": 0.0, "train": 0.0, "score": 0.0}
+    for k, x in feats.items():
+        c = getattr(dev, k)
+        parts[PART_OF[k]] += x / c if k.endswith("_flops") else x * c
     parts["total"] = sum(parts.values())
     return parts
 
@@ -147,8 +180,12 @@ def disk_bytes(cfg: Mapping, shape, n_evals: int, n_runs: int, dtype_bytes: floa
 
 
 def forecast(cfg: Mapping, device: str | None = None, devices: int | None = None,
-             workdir: str | os.PathLike = ".", config_name: str = "config") -> dict[str, Any]:
-    """The forecast of a validated config (see module doc) as a JSON-ready dict."""
+             workdir: str | os.PathLike = ".", config_name: str = "config",
+             read_back: Mapping | None = None) -> dict[str, Any]:
+    """The forecast of a validated config (see module doc) as a JSON-ready dict (a study config:
+    :func:`forecast_study`). ``read_back``: see autoqra.forecast.stages.model_phases."""
+    if "study" in cfg:
+        return forecast_study(cfg, device, devices, workdir, config_name)
     hub = any(m["source"] == "hub" for m in cfg["models"].values())
     dev = get_device(device or ("h100" if hub else "cpu"), RESULTS_DIR)
     par = int(devices or (1 if dev.kind == "gpu" else 2 // max(1, int(cfg.get("job_threads", 1)))) or 1)
@@ -168,7 +205,7 @@ def forecast(cfg: Mapping, device: str | None = None, devices: int | None = None
     for name, spec in cfg["models"].items():
         shape, src = model_shape(name, spec, workdir)
         dtype_b = 2.0 if dev.kind == "gpu" else 4.0
-        phases = model_phases(cfg, shape)
+        phases = [p for p in model_phases(cfg, shape, read_back) if p.jobs > 0]
         mpath = 0.0
         n_evals = 0
         for ph in phases:
@@ -214,12 +251,47 @@ def forecast(cfg: Mapping, device: str | None = None, devices: int | None = None
     return out
 
 
+def forecast_study(cfg: Mapping, device: str | None = None, devices: int | None = None,
+                   workdir: str | os.PathLike = ".", config_name: str = "study") -> dict[str, Any]:
+    """A study config (``autoqra study``): one forecast per run (autoqra.study.budget_configs), run one
+    after another. Runs after the first read Stage 0 back from the shared cache; an ablation run reads
+    the full method's search, fine-tunes and scores back (the runs it shares with the budget's run)."""
+    from autoqra.study import budget_configs, study_settings
+
+    st = study_settings(cfg)
+    configs = budget_configs(cfg, Path(workdir))
+    abl = {f"{b}-ablations" for b in st["ablation_budgets"]} if st["ablation_run"] == "separate" else set()
+    runs = {}
+    for i, (name, c) in enumerate(configs.items()):
+        rb: dict[str, Any] = {"stage0": i > 0}
+        if name in abl:
+            rb["variants"] = {s["variant"] for s in c["methods"].values() if s.get("group") == "autoqra"
+                              and s.get("plan") == "search"}
+            rb["methods"] = {m for m, s in c["methods"].items() if s.get("group") == "autoqra"}
+        runs[name] = forecast(c, device, devices, workdir, f"{config_name} [{name}]", read_back=rb)
+        runs[name]["read_back"] = {k: sorted(v) if isinstance(v, set) else v for k, v in rb.items()}
+    first = next(iter(runs.values()))
+    keys = ("jobs", "device_hours", "serial_path_hours", "wall_hours", "disk_bytes")
+    total = {k: sum(r["total"][k] for r in runs.values()) for k in keys}
+    total.update({k: max(r["total"][k] for r in runs.values()) for k in ("peak_device_bytes", "host_bytes")})
+    return {"config": config_name, "study": True, "device": first["device"],
+            "parallel_devices": first["parallel_devices"], "runs": runs, "total": total,
+            "note": "runs one after another; wall = the sum of the runs' walls"}
+
+
 def _stage_key(stage: str) -> str:
     return stage.split(" t")[0] if stage.startswith("Stage 2") else stage
 
 
 def format_table(fc: Mapping) -> str:
-    """The forecast as a text table (one row per stage, Stage 1 by generation and fidelity)."""
+    """The forecast as a text table (one row per stage, Stage 1 by generation and fidelity; a study:
+    one table per run, then the study's total)."""
+    if fc.get("study"):
+        t = fc["total"]
+        return "\n\n".join([*(format_table(r) for r in fc["runs"].values()),
+                             f"study {fc['config']}: {len(fc['runs'])} runs, {t['jobs']} jobs, "
+                             f"{t['device_hours']:.2f} device-hours, wall {t['wall_hours']:.2f} h "
+                             f"({fc['note']})"])
     dev = fc["device"]
     lines = [f"forecast of {fc['config']} on {dev['name']} ({dev['memory_bytes'] / GB:.0f} GB), "
              f"{fc['parallel_devices']} parallel device(s)",

@@ -8,7 +8,8 @@ model load) and every optimizer step a per-block overhead (Python and kernel lau
 model's step is made of).
 
 - CPU: every figure measured on this machine (2-core x86_64, one thread per job, float32) by
-  benchmarks/forecast_calibrate.py -> benchmarks/results/forecast_cpu.json, in CPU seconds.
+  benchmarks/forecast_calibrate.py -> benchmarks/results/forecast_cpu.json and read from it at run time
+  (:func:`cpu_from_calibration` says which figure comes from which measurement).
 - GPUs: benchmarks/results/gpu_check*.json when a GPU check has measured tokens/s (their 16-bit
   LoRA row sets the effective rate), else the stated assumption: a fraction of the card's dense
   bf16 peak from its datasheet (MFU below).
@@ -23,7 +24,7 @@ from pathlib import Path
 from autoqra.errors import ConfigError
 
 GB = 1e9
-CPU_SOURCE = "measured here: benchmarks/results/forecast_cpu.json (benchmarks/forecast_calibrate.py)"
+DEFAULT_RESULTS_DIR = Path(__file__).resolve().parents[3] / "benchmarks" / "results"
 MFU_TRAIN = 0.30   # assumed: LoRA training in bf16 reaches ~30 % of the dense peak on a large model
 MFU_SCORE = 0.40   # assumed: batched no-grad forwards
 GPU_SOURCE = (f"assumed: {MFU_TRAIN:.0%} (training) / {MFU_SCORE:.0%} (scoring) of the datasheet's dense bf16 "
@@ -48,17 +49,55 @@ class Device:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-# CPU (one thread, float32, CPU seconds), from benchmarks/results/forecast_cpu.json, re-measured on an
-# idle machine (a first calibration beside six other jobs ran 1.4-1.6x slower): SmolLM2-135M's 16-bit
-# LoRA step (1.10 s for 113 padded tokens) and its scoring (64 validation examples in 5.87 s) set the
-# FLOP rates (scaled from the first calibration by 1.76/1.10 and 8.26/5.87); the micro model's start
-# (4.1 s); NF4 and a mixed 2/3/4/8 HQQ plan vs 16-bit the factors (train 1.17 / 1.40, score 1.06 / 1.24).
-CPU = Device("cpu", "cpu", 24 * 2**30, train_flops=1.0e11, score_flops=8.2e10, step_overhead_s=0.011,
-             start_s=4.1, load_s_per_gb=2.8, quantize_s_per_gweight=200.0,
-             quant_factor={"none": 1.0, "hqq": 1.3, "nf4": 1.15, "int8": 1.5},
-             sources={"all but int8 and memory": CPU_SOURCE,
-                      "quant_factor.int8": "assumed (not measured)",
-                      "memory_bytes": "this machine's 24 GiB"})
+CPU_CALIBRATION = "forecast_cpu.json"
+CPU_INT8_FACTOR = 1.5  # assumed: int8 is not in the calibration's plans
+
+
+def _ratio(rows: dict, plan: str) -> float:
+    """A quantized plan's slowdown vs 16-bit LoRA: the mean of its training and scoring ratios."""
+    r, b = rows[plan], rows["lora16"]
+    return 0.5 * (r["train_s_per_step"] / b["train_s_per_step"] + r["score_s"] / b["score_s"])
+
+
+def cpu_from_calibration(cal: dict, path: str = CPU_CALIBRATION) -> Device:
+    """The CPU row of the table, derived from benchmarks/forecast_calibrate.py's JSON (no hand copy).
+
+    ``models``: its micro-benchmark (SmolLM2-135M and the micro model, CPU seconds of one idle job)
+    gives the quantizers' slowdowns (NF4; HQQ from a mixed 2/3/4/8-bit HQQ plan) and the cold
+    quantization rate, and -- where the JSON has no ``fit`` -- every other figure (the 16-bit rows'
+    per-step tokens/s and scoring time as FLOP rates, the start from the micro model, the load per GB
+    from SmolLM2's start minus the micro model's). ``fit``: start, per-GB build, per-step overhead and
+    the two FLOP rates fitted to the wall seconds of whole runs' jobs (``forecast_calibrate.py
+    --fit-runs``), which is what a job pays as run: short trainings' first steps, two jobs sharing
+    the machine's memory bandwidth, the record keeping around each evaluation."""
+    from autoqra.forecast.shapes import compute_params, total_params
+    from autoqra.forecast.work import SEQ_TOKENS
+    from autoqra.memory import ModelShape
+
+    m, micro = cal["models"]["smollm2-135m"], cal["models"]["micro"]
+    shape = ModelShape(**m["shape"])
+    n, rows = compute_params(shape), m["plans"]
+    lora = rows["lora16"]
+    gb = total_params(shape) * 4.0 / GB
+    q = {"none": 1.0, "nf4": _ratio(rows, "nf4"), "hqq": _ratio(rows, "hqq_mixed"), "int8": CPU_INT8_FACTOR}
+    quant_rate = rows["hqq_mixed"]["build_cold_s"] / (shape.n_blocks * shape.block_weight_params / 1e9)
+    src = f"measured here: benchmarks/results/{path} (benchmarks/forecast_calibrate.py)"
+    figures = {"train_flops": 6.0 * n * lora["train_tokens_per_s"], "step_overhead_s": 0.0,
+               "score_flops": 2.0 * n * lora["score_examples"] * SEQ_TOKENS["synthetic"][0] / lora["score_s"],
+               "start_s": micro["start_cpu_s"],
+               "load_s_per_gb": max(0.0, m["start_cpu_s"] - micro["start_cpu_s"]) / gb}
+    sources = {"quant_factor (nf4, hqq), quantize_s_per_gweight": src + ": micro-benchmark",
+               "quant_factor.int8": "assumed (not measured)", "memory_bytes": "this machine's 24 GiB"}
+    fit = cal.get("fit")
+    if fit:
+        figures.update({k: float(fit["constants"][k]) for k in figures if k in fit["constants"]})
+        sources["start_s, load_s_per_gb, step_overhead_s, train_flops, score_flops"] = (
+            f"{src}: fitted to the jobs of {', '.join(fit['runs'])} (wall seconds as run)")
+    else:
+        sources["start_s, load_s_per_gb, train_flops, score_flops"] = src + ": micro-benchmark (no fit)"
+    return Device("cpu", "cpu", 24 * 2**30, quantize_s_per_gweight=quant_rate, quant_factor=q, sources=sources,
+                  **figures)
+
 
 # (dense bf16 peak FLOP/s, memory bytes): NVIDIA datasheets.
 GPU_PEAKS = {
@@ -109,13 +148,24 @@ def get_device(name: str, results_dir: str | Path | None = None, key: str = "--d
     if n not in DEVICE_NAMES:
         raise ConfigError(f"argument {key}: device '{name}' unknown; expected one of {list(DEVICE_NAMES)}")
     if n == "cpu":
-        return CPU
+        return cpu_device(results_dir)
     dev = _gpu(n)
     if results_dir is not None and (m := _gpu_check(n, Path(results_dir))):
         rate = 6.0 * m["params"] * m["tokens_per_s"]
         dev = replace(dev, train_flops=rate, score_flops=rate * MFU_SCORE / MFU_TRAIN,
                       sources={**dev.sources, "throughput": f"measured: {m['file']} (16-bit LoRA tokens/s)"})
     return dev
+
+
+def cpu_device(results_dir: str | Path | None = None) -> Device:
+    """The CPU row from ``<results_dir>/forecast_cpu.json`` (default: the repository's benchmarks/results)."""
+    path = Path(results_dir or DEFAULT_RESULTS_DIR) / CPU_CALIBRATION
+    try:
+        cal = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"argument --device: the CPU figures come from {path}, which cannot be read ({e}); "
+                          "run benchmarks/forecast_calibrate.py to measure them") from None
+    return cpu_from_calibration(cal)
 
 
 def largest_device() -> Device:

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 
 from autoqra.forecast.work import Phase, Work, eval_work, finetune_work, lm_eval_work, seq_tokens
-from autoqra.search.cost import evaluation_units
+from autoqra.search.cost import evaluation_units, stage0_units
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -48,6 +48,7 @@ def search_phases(cfg: Mapping, variant: str, shape) -> tuple[list[Phase], dict]
     groups = 2 if _stage2(cfg, variant) else 1
     bound = 2 * groups * int(cfg["refine"]["reevaluate_top_k"]) * int(cfg["refine"]["reevaluate_seeds"])
     jobs = min(int(cfg["refine"]["shards"]), bound)  # the DAG's jobs: sized by the bound
+    n["hf"] += bound // 2  # the picks are part of the spend (autoqra.search.cost.stage_costs)
     out.append(Phase("Picks", "final_evaluate", jobs, hf.scaled(_ceil_div(bound // 2, jobs)),
                      notes=[f"expected {bound // 2} of at most {bound} (plan, seed) pairs: the top-k by utility "
                             "and by HF score mostly overlap"]))
@@ -55,10 +56,16 @@ def search_phases(cfg: Mapping, variant: str, shape) -> tuple[list[Phase], dict]
     return out, {"evaluations": n, "hf_equivalents": spend}
 
 
-def model_phases(cfg: Mapping, shape) -> list[Phase]:
+def model_phases(cfg: Mapping, shape, read_back: Mapping | None = None) -> list[Phase]:
     """Every GPU-rule phase of one model: Stage 0, the searches, baselines, fine-tuning, lm-eval.
     ``on_path`` marks the phases of the long serial path (the autoqra variant's chain, then the
-    random search, then one method's fine-tuning and lm-eval)."""
+    random search, then one method's fine-tuning and lm-eval).
+
+    ``read_back``: what an earlier run left in the shared cache_dir (a study's later runs):
+    ``stage0`` (bool), ``variants`` (searches whose evaluations are all cached), ``methods`` (whose
+    fine-tunes and lm-eval runs are copies, autoqra.runstore); their phases get no jobs."""
+    rb = dict(read_back or {})
+    cached_variants, cached_methods = set(rb.get("variants", ())), set(rb.get("methods", ()))
     n_blocks = shape.n_blocks
     per_block = shape.block_weight_params
     rungs = len(set(cfg["search_space"]["bits"]))
@@ -74,16 +81,20 @@ def model_phases(cfg: Mapping, shape) -> list[Phase]:
     hf = eval_work(cfg, "hf")
     ref = hf.scaled(2)
     ref.quantize_weights = n_blocks * per_block * (rungs - 1)  # the other rungs' first quantization
-    phases = [Phase("Stage 0", "sensitivity", 1, stage0, plan="stage0"),
-              Phase("Stage 0", "search_reference", 1, ref, on_path=False)]
+    s0_jobs = 0 if rb.get("stage0") else 1
+    phases = [Phase("Stage 0", "sensitivity", s0_jobs, stage0, plan="stage0"),
+              Phase("Stage 0", "search_reference", s0_jobs, ref, on_path=False)]
     spend = None
     for v in sorted(cfg["search"]["variants"]):
         ph, info = search_phases(cfg, v, shape)
         for p in ph:
             p.on_path = v == "autoqra" or (len(cfg["search"]["variants"]) == 1)
+            if v in cached_variants:
+                p.jobs = 0
         phases += ph
-        if v == "autoqra":
-            spend = info["hf_equivalents"]
+        if v == "autoqra":  # + Stage 0, charged as the pipeline does (autoqra.search.cost.charge_stage0)
+            s0 = stage0_units(sens, n_blocks, int(cfg["data"]["max_seq_len"]))["units"]
+            spend = info["hf_equivalents"] + s0 / _units(cfg, hf)
     methods = cfg["methods"]
     has_random = any(m["plan"] == "random" for m in methods.values())
     if has_random:
@@ -98,7 +109,8 @@ def model_phases(cfg: Mapping, shape) -> list[Phase]:
     if cfg["optuna_search"]["enabled"]:
         n = cfg["optuna_search"].get("evaluations") or math.floor(spend or 1)
         phases.append(Phase("Baselines: optuna", "optuna_search", 1, hf.scaled(n), on_path=False))
-    runs = [(m, s) for m in sorted(methods) for s in (methods[m].get("seeds") or cfg["finetune"]["seeds"])]
+    runs = [(m, s) for m in sorted(methods) if m not in cached_methods
+            for s in (methods[m].get("seeds") or cfg["finetune"]["seeds"])]
     phases.append(Phase("Baselines: methods at HF", "methods_hf", 1, hf.scaled(len(methods)), plan="16bit",
                         on_path=False))
     ft = [finetune_work(cfg, m) for m, _ in runs]
