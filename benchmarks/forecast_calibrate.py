@@ -8,12 +8,13 @@ cache), of training (per token, per step) and of scoring (per token). One thread
     PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 5 python benchmarks/forecast_calibrate.py \
         --smollm2 results/models/smollm2-135m/hf --data results/data/synth --out benchmarks/results/forecast_cpu.json
 
-``--fit-runs RUN...`` then fits the forecast's per-job constants (start, per-GB build, per-step
-overhead, training and scoring FLOP rates) to the wall seconds of finished runs' jobs (their
+``--fit-runs RUN...`` then fits the forecast's per-job constants (per-GB load and build, per-step
+overhead, training and scoring FLOP rates; a job's start and the cold-quantization rate stay the
+micro-benchmark's) to the wall seconds of finished runs' jobs (their
 `benchmark:` files, copies of identical runs left out) and stores them under ``fit`` in the same
 JSON, which the forecast's device table reads (autoqra.forecast.devices.cpu_from_calibration). The fit
 minimises the relative error per (run, stage) by non-negative least squares on the forecast's own
-features (autoqra.forecast.core.job_features); the cold-quantization rate stays the micro-benchmark's.
+features (autoqra.forecast.core.job_features).
 Fit on runs other than those the forecast is then checked on (benchmarks/forecast_check.py):
 
     PYTHONPATH=src python benchmarks/forecast_calibrate.py --fit-runs results/study/b3 results/study/b35 \
@@ -94,7 +95,11 @@ def measure(model_dir: Path, data_dir: Path, seq_len: int, steps: tuple[int, int
     return {"shape": shape.__dict__, "seq_len": seq_len, "plans": rows}
 
 
-FITTED = ("start_s", "load_s_per_gb", "step_overhead_s", "train_flops", "score_flops")
+# Fitted: what scales with the model and the work. Kept from the micro-benchmark: a job's start (imports,
+# the same for every model: fitting it to one model's runs would charge a micro job a large model's
+# set-up) and the cold-quantization rate (the runs mostly read a warm cache).
+FITTED = ("load_s_per_gb", "step_overhead_s", "train_flops", "score_flops")
+KEPT = ("start_s", "quantize_s_per_gweight")
 
 
 def stage_features(run_dir: Path, dev) -> dict[str, dict]:
@@ -134,7 +139,7 @@ def fit_runs(runs: list[Path], skip: set[tuple[str, str]], dev, min_wall: float 
             k = m["jobs"] / st["jobs"]  # copied jobs left out (their stage's jobs are alike)
             f = st["features"]
             rows.append([k * f[c] / m["wall_s"] for c in FITTED])
-            fixed.append(k * f["quantize_s_per_gweight"] * dev.quantize_s_per_gweight / m["wall_s"])
+            fixed.append(k * sum(f[c] * getattr(dev, c) for c in KEPT) / m["wall_s"])
             names.append({"run": str(run), "stage": stage, "jobs": m["jobs"], "copied": m["copied"],
                           "wall_s": m["wall_s"]})
     if len(rows) < len(FITTED):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 from autoqra.forecast.work import Phase, Work, eval_work, finetune_work, lm_eval_work, seq_tokens
-from autoqra.search.cost import evaluation_units, stage0_units
+from autoqra.search.cost import equal_cost_evaluations, evaluation_units, stage0_units
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -48,7 +47,9 @@ def search_phases(cfg: Mapping, variant: str, shape) -> tuple[list[Phase], dict]
     groups = 2 if _stage2(cfg, variant) else 1
     bound = 2 * groups * int(cfg["refine"]["reevaluate_top_k"]) * int(cfg["refine"]["reevaluate_seeds"])
     jobs = min(int(cfg["refine"]["shards"]), bound)  # the DAG's jobs: sized by the bound
-    n["hf"] += bound // 2  # the picks are part of the spend (autoqra.search.cost.stage_costs)
+    # the final plan's pick is part of the spend (autoqra.search.cost.stage_costs: its (plan, seed) pairs,
+    # top-k x seeds when the top-k by utility and by HF score overlap, as they mostly do)
+    n["hf"] += int(cfg["refine"]["reevaluate_top_k"]) * int(cfg["refine"]["reevaluate_seeds"])
     out.append(Phase("Picks", "final_evaluate", jobs, hf.scaled(_ceil_div(bound // 2, jobs)),
                      notes=[f"expected {bound // 2} of at most {bound} (plan, seed) pairs: the top-k by utility "
                             "and by HF score mostly overlap"]))
@@ -98,16 +99,18 @@ def model_phases(cfg: Mapping, shape, read_back: Mapping | None = None) -> list[
     methods = cfg["methods"]
     has_random = any(m["plan"] == "random" for m in methods.values())
     if has_random:
-        n = cfg["random_search"]["evaluations"] or math.floor(spend or 1)
+        # as autoqra.pipeline.methods.equal_cost_budget: the total less the baseline's own pick pairs
+        pairs = int(cfg["refine"]["reevaluate_top_k"]) * int(cfg["refine"]["reevaluate_seeds"])
+        total = cfg["random_search"]["evaluations"] or equal_cost_evaluations(spend or 1)
+        n = max(1, int(total) - pairs)
         jobs = min(int(cfg["random_search"]["shards"]), n)
         note = [] if cfg["random_search"]["evaluations"] else [f"equal cost: AutoQRA's {spend:.1f} HF-equivalents"]
         phases.append(Phase("Baselines: random search", "random_evaluate", jobs, hf.scaled(_ceil_div(n, jobs)),
                             notes=note))
-        pairs = int(cfg["refine"]["reevaluate_top_k"]) * int(cfg["refine"]["reevaluate_seeds"])  # expected, half the bound
         jobs = min(int(cfg["random_search"]["shards"]), 2 * pairs)
         phases.append(Phase("Baselines: random search", "random_reevaluate", jobs, hf.scaled(_ceil_div(pairs, jobs))))
     if cfg["optuna_search"]["enabled"]:
-        n = cfg["optuna_search"].get("evaluations") or math.floor(spend or 1)
+        n = cfg["optuna_search"].get("evaluations") or equal_cost_evaluations(spend or 1)
         phases.append(Phase("Baselines: optuna", "optuna_search", 1, hf.scaled(n), on_path=False))
     runs = [(m, s) for m in sorted(methods) if m not in cached_methods
             for s in (methods[m].get("seeds") or cfg["finetune"]["seeds"])]
