@@ -8,8 +8,8 @@ cache), of training (per token, per step) and of scoring (per token). One thread
     PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 5 python benchmarks/forecast_calibrate.py \
         --smollm2 results/models/smollm2-135m/hf --data results/data/synth --out benchmarks/results/forecast_cpu.json
 
-``--fit-runs RUN...`` then fits the forecast's per-job constants (per-GB load and build, per-step
-overhead, training and scoring FLOP rates; a job's start and the cold-quantization rate stay the
+``--fit-runs RUN...`` then fits the forecast's per-job constants (per-GB load and build, the cold
+quantization rate, per-step overhead, training and scoring FLOP rates; a job's start stays the
 micro-benchmark's) to the wall seconds of finished runs' jobs (their
 `benchmark:` files, copies of identical runs left out) and stores them under ``fit`` in the same
 JSON, which the forecast's device table reads (autoqra.forecast.devices.cpu_from_calibration). The fit
@@ -95,11 +95,12 @@ def measure(model_dir: Path, data_dir: Path, seq_len: int, steps: tuple[int, int
     return {"shape": shape.__dict__, "seq_len": seq_len, "plans": rows}
 
 
-# Fitted: what scales with the model and the work. Kept from the micro-benchmark: a job's start (imports,
-# the same for every model: fitting it to one model's runs would charge a micro job a large model's
-# set-up) and the cold-quantization rate (the runs mostly read a warm cache).
-FITTED = ("load_s_per_gb", "step_overhead_s", "train_flops", "score_flops")
-KEPT = ("start_s", "quantize_s_per_gweight")
+# Fitted: what scales with the model and the work (the cold-quantization rate from Stage 0's rows: runs
+# whose Stage 0 was read back from a shared cache must --skip it). Kept from the micro-benchmark: a job's
+# start (imports, the same for every model: fitting it to one model's runs would charge a micro job a
+# large model's set-up).
+FITTED = ("load_s_per_gb", "quantize_s_per_gweight", "step_overhead_s", "train_flops", "score_flops")
+KEPT = ("start_s",)
 
 
 def stage_features(run_dir: Path, dev) -> dict[str, dict]:

@@ -12,7 +12,7 @@ the paired bootstrap over the pooled per-document results (the pooled runs are t
 seeds and settings, so they are the same runs).
 
 Combine outputs, per budget ``<name>`` (e.g. ``b3``): ``<name>/results/...`` (the run's raw data,
-``RAW_PATTERNS``: per-document results as ``docs.tsv.gz``, every final plan, priors, search, refine,
+``RAW_PATTERNS``: the run's config.yaml, per-document results as ``docs.tsv.gz``, every final plan, priors, search, refine,
 pick, random and optuna histories, training/lm-eval records and measured times), ``<name>/paper_figures``
 (a copy of that run's tables and figures), ``<name>/aggregate.tsv`` and ``<name>/uncertainty.tsv``
 (pooled), and at the top level ``table1_main``, ``table3_ablations``
@@ -218,7 +218,7 @@ def kept_wall_times(runs: Mapping[str, Mapping[str, Any]], previous: Path) -> di
 # results, every final plan, priors, search/refine/pick/random/optuna histories, the training and
 # lm-eval records and the measured benchmark times. ``docs.tsv`` and any file over COMPRESS_BYTES
 # are stored gzip-compressed (``name.gz``; pandas reads either).
-RAW_PATTERNS = ("results/summary/*.tsv", "results/memory/*/*", "results/methods/*/*/plan.json",
+RAW_PATTERNS = ("config.yaml", "results/summary/*.tsv", "results/memory/*/*", "results/methods/*/*/plan.json",
                 "results/methods_hf/*.tsv", "results/sensitivity/*/*.tsv", "results/sensitivity/*/*.json",
                 "results/search/*/*/*.json", "results/search/*/*/*.tsv", "results/search/*/*/g*/*.jsonl",
                 "results/refine/*/*/t*/*.jsonl", "results/final/*/*/*.json", "results/final/*/*/pick/*",

@@ -184,8 +184,9 @@ def test_the_run_fit_reproduces_the_runs_it_was_fitted_to(tmp_path):
     cal_dir.mkdir()
     shutil.copy(ROOT / "benchmarks" / "results" / "forecast_cpu.json", cal_dir / "forecast_cpu.json")
     dev = cpu_device(cal_dir)
-    # the fitted constants' truth (a job's start and the quantization rate stay the micro-benchmark's)
-    truth = {"load_s_per_gb": 3.0, "step_overhead_s": 0.02, "train_flops": 4e10, "score_flops": 6e10}
+    # the fitted constants' truth (a job's start stays the micro-benchmark's)
+    truth = {"load_s_per_gb": 3.0, "quantize_s_per_gweight": 50.0, "step_overhead_s": 0.02, "train_flops": 4e10,
+             "score_flops": 6e10}
     files = {"Stage 0": "sensitivity/m.tsv", "Stage 1 g0 LF": "search_evaluate/m/v/g0-lf-0.tsv",
              "Stage 1 g0 HF": "search_evaluate/m/v/g0-hf-0.tsv", "Stage 2": "refine_evaluate/m/v/t0-0.tsv",
              "Picks": "final_evaluate/m/v/p-0.tsv", "Fine-tuning": "finetune/m/x/s0.tsv", "lm-eval": "lm_eval/m/x/s0.tsv"}
