@@ -173,3 +173,22 @@ def test_statistics_behind_the_claims():
     bits, ranks = -iq + rng.normal(0, 0.05, 200), -iq + rng.normal(0, 0.05, 200)  # both follow the prior only
     assert spearman_ci(bits, ranks, n_boot=50)["rho"] > 0.8
     assert abs(partial_spearman(bits, ranks, iq[:, None])) < 0.2  # controlled: nothing left
+
+
+def test_claim8_reads_equal_memory_as_the_same_budget(inputs, tmp_path):
+    """Joint search vs Sequential: a slightly larger AutoQRA plan within the same budget is judged on its
+    interval (here +8 [+4, +12]: holds; a tie: not resolved); over the budget and larger than Sequential's,
+    it does not hold whatever the interval."""
+    agg = pd.read_csv(inputs["aggregate"], sep="\t")
+    agg.loc[agg.method == "autoqra", "memory_gb_analytic"] = 0.0502  # 0.2 MB more than Sequential's 0.050
+    agg.loc[agg.method == "sequential", "memory_gb_analytic"] = 0.0500
+    _, by = table(inputs, tmp_path, aggregate=agg)
+    assert by[8].iloc[0].Verdict == HOLDS and "50.20 vs 50.00 MB" in by[8].iloc[0]["Ours [95 % CI]"]
+    unc = pd.read_csv(inputs["uncertainty"], sep="\t")
+    unc.loc[unc.method == "sequential", ["delta", "delta_lo", "delta_hi"]] = [-0.005, -0.03, 0.02]
+    _, by = table(inputs, tmp_path, aggregate=agg, uncertainty=unc)
+    assert by[8].iloc[0].Verdict == OPEN
+    over = agg.copy()
+    over.loc[over.method == "autoqra", "within_budget"] = False
+    _, by = table(inputs, tmp_path, aggregate=over)
+    assert by[8].iloc[0].Verdict == FAILS
