@@ -8,17 +8,19 @@ cache), of training (per token, per step) and of scoring (per token). One thread
     PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 5 python benchmarks/forecast_calibrate.py \
         --smollm2 results/models/smollm2-135m/hf --data results/data/synth --out benchmarks/results/forecast_cpu.json
 
-``--fit-runs RUN...`` then fits the forecast's per-job constants (per-GB load and build, the cold
-quantization rate, per-step overhead, training and scoring FLOP rates; a job's start stays the
-micro-benchmark's) to the wall seconds of finished runs' jobs (their
+``--fit-runs RUN...`` then fits the forecast's per-job constants (a job's start, per-GB load and
+build, the cold quantization rate, per-step overhead, training and scoring FLOP rates) to the wall seconds of finished runs' jobs (their
 `benchmark:` files, copies of identical runs left out) and stores them under ``fit`` in the same
 JSON, which the forecast's device table reads (autoqra.forecast.devices.cpu_from_calibration). The fit
 minimises the relative error per (run, stage) by non-negative least squares on the forecast's own
 features (autoqra.forecast.core.job_features).
 Fit on runs other than those the forecast is then checked on (benchmarks/forecast_check.py):
 
-    PYTHONPATH=src python benchmarks/forecast_calibrate.py --fit-runs results/study/b3 results/study/b35 \
+    PYTHONPATH=src python benchmarks/forecast_calibrate.py --fit-runs benchmarks/results/study/b3 \
+        benchmarks/results/study/b35 benchmarks/results/forecast_runs/micro-1 \
         --skip "b35:Stage 0" "b35:Stage 1 g0 LF" "b35:Stage 1 g0 HF" --out benchmarks/results/forecast_cpu.json
+
+(forecast_runs/micro-1: a micro run's config and `benchmark:` files, kept for this fit.)
 """
 
 from __future__ import annotations
@@ -95,12 +97,12 @@ def measure(model_dir: Path, data_dir: Path, seq_len: int, steps: tuple[int, int
     return {"shape": shape.__dict__, "seq_len": seq_len, "plans": rows}
 
 
-# Fitted: what scales with the model and the work (the cold-quantization rate from Stage 0's rows: runs
-# whose Stage 0 was read back from a shared cache must --skip it). Kept from the micro-benchmark: a job's
-# start (imports, the same for every model: fitting it to one model's runs would charge a micro job a
-# large model's set-up).
-FITTED = ("load_s_per_gb", "quantize_s_per_gweight", "step_overhead_s", "train_flops", "score_flops")
-KEPT = ("start_s",)
+# Every per-job constant is fitted (the cold-quantization rate from Stage 0's rows: runs whose Stage 0
+# was read back from a shared cache must --skip it). Fit runs of more than one model size (the study's
+# SmolLM2 runs and a micro run): with one size a job's start and its per-GB load cannot be told apart,
+# and a micro job would be charged a large model's set-up.
+FITTED = ("start_s", "load_s_per_gb", "quantize_s_per_gweight", "step_overhead_s", "train_flops", "score_flops")
+KEPT = ()
 
 
 def stage_features(run_dir: Path, dev) -> dict[str, dict]:

@@ -63,14 +63,15 @@ def cpu_from_calibration(cal: dict, path: str = CPU_CALIBRATION) -> Device:
     """The CPU row of the table, derived from benchmarks/forecast_calibrate.py's JSON (no hand copy).
 
     ``models``: its micro-benchmark (SmolLM2-135M and the micro model, CPU seconds of one idle job)
-    gives the quantizers' slowdowns (NF4; HQQ from a mixed 2/3/4/8-bit HQQ plan) and a job's start
-    (the micro model's: imports), and -- where the JSON has no ``fit`` -- every other figure (the
-    16-bit rows' per-step tokens/s and scoring time as FLOP rates, the load per GB from SmolLM2's start
-    minus the micro model's, the cold quantization rate from the mixed plan's cold build). ``fit``:
-    the per-GB load and build, the cold quantization rate, per-step overhead and the two FLOP rates
-    fitted to the wall seconds of whole runs' jobs (``forecast_calibrate.py
-    --fit-runs``), which is what a job pays as run: short trainings' first steps, two jobs sharing
-    the machine's memory bandwidth, the record keeping around each evaluation."""
+    gives the quantizers' slowdowns (NF4; HQQ from a mixed 2/3/4/8-bit HQQ plan) and -- where the JSON
+    has no ``fit`` -- every other figure (the 16-bit rows' per-step tokens/s and scoring time as FLOP
+    rates, the micro model's start, the load per GB from SmolLM2's start minus the micro model's, the
+    cold quantization rate from the mixed plan's cold build). ``fit``: the figures it names (a job's
+    start, per-GB load and build, cold quantization, per-step overhead, the two FLOP rates) fitted to
+    the wall seconds of whole runs' jobs (``forecast_calibrate.py --fit-runs``), which is what a job
+    pays as run: short trainings' first steps, two jobs sharing the machine's memory bandwidth, the
+    record keeping around each evaluation.
+"""
     from autoqra.forecast.shapes import compute_params, total_params
     from autoqra.forecast.work import SEQ_TOKENS
     from autoqra.memory import ModelShape
@@ -88,7 +89,7 @@ def cpu_from_calibration(cal: dict, path: str = CPU_CALIBRATION) -> Device:
                "start_s": micro["start_cpu_s"],
                "load_s_per_gb": max(0.0, m["start_cpu_s"] - micro["start_cpu_s"]) / gb,
                "quantize_s_per_gweight": quant_rate}
-    sources = {"quant_factor (nf4, hqq), start_s": src + ": micro-benchmark",
+    sources = {"quant_factor (nf4, hqq)": src + ": micro-benchmark",
                "quant_factor.int8": "assumed (not measured)", "memory_bytes": "this machine's 24 GiB"}
     fit = cal.get("fit")
     if fit:
@@ -96,7 +97,8 @@ def cpu_from_calibration(cal: dict, path: str = CPU_CALIBRATION) -> Device:
         sources[", ".join(k for k in figures if k in fit["constants"])] = (
             f"{src}: fitted to the jobs of {', '.join(fit['runs'])} (wall seconds as run)")
     else:
-        sources["load_s_per_gb, quantize_s_per_gweight, train_flops, score_flops"] = src + ": micro-benchmark (no fit)"
+        sources["start_s, load_s_per_gb, quantize_s_per_gweight, train_flops, score_flops"] = (
+            src + ": micro-benchmark (no fit)")
     return Device("cpu", "cpu", 24 * 2**30, quant_factor=q, sources=sources,
                   **figures)
 
