@@ -43,9 +43,9 @@ def load_docs(spec: str) -> tuple[pd.DataFrame, str]:
         files = sorted(p.glob(f"results/lm_eval/*/{method}/s*.docs.tsv"))
         if not files:
             raise SystemExit(f"{spec}: no results/lm_eval/*/{method}/s*.docs.tsv under {p}")
-        docs = pd.concat([pd.read_csv(f, sep="\t") for f in files], ignore_index=True)
-        if "method" not in docs:
-            docs["method"] = method
+        # a run's per-document files carry task/doc_id/metric/value: method and seed from the path
+        docs = pd.concat([pd.read_csv(f, sep="\t").assign(method=method, seed=int(f.name.split(".")[0][1:]))
+                          for f in files], ignore_index=True)
     else:
         docs = pd.read_csv(p, sep="\t")
     docs = docs[docs["method"] == method].copy()
