@@ -43,7 +43,11 @@ def search_phases(cfg: Mapping, variant: str, shape) -> tuple[list[Phase], dict]
                 continue
             jobs = min(shards, k)
             n[fid] += k
-            out.append(Phase(f"Stage 1 g{g} {fid.upper()}", "search_evaluate", jobs, w.scaled(_ceil_div(k, jobs))))
+            # the warm start's generation 0 holds the budget's uniform plan, which search_reference has
+            # already scored at HF and the search seed: read from the evaluation cache, not trained again
+            computed = k - 1 if (g == 0 and fid == "hf" and s.warm_start and k > 1) else k
+            out.append(Phase(f"Stage 1 g{g} {fid.upper()}", "search_evaluate", jobs,
+                             w.scaled(_ceil_div(computed, jobs))))
     if _stage2(cfg, variant):
         q, rs = int(cfg["refine"]["q"]), int(cfg["refine"]["shards"])
         jobs = min(rs, q)
