@@ -97,12 +97,10 @@ def measure(model_dir: Path, data_dir: Path, seq_len: int, steps: tuple[int, int
     return {"shape": shape.__dict__, "seq_len": seq_len, "plans": rows}
 
 
-# Every per-job constant is fitted (the cold-quantization rate from Stage 0's rows: runs whose Stage 0
-# was read back from a shared cache must --skip it). Fit runs of more than one model size (the study's
-# SmolLM2 runs and a micro run): with one size a job's start and its per-GB load cannot be told apart,
-# and a micro job would be charged a large model's set-up.
-FITTED = ("start_s", "load_s_per_gb", "quantize_s_per_gweight", "step_overhead_s", "train_flops", "score_flops")
-KEPT = ()
+# Every per-job constant of the forecast (autoqra.forecast.core.FEATURES) is fitted; the cold-quantization
+# rate comes from Stage 0's rows, so runs whose Stage 0 was read back from a shared cache must --skip it.
+# Fit runs of more than one model size (the study's SmolLM2 runs and a micro run): with one size a job's
+# start and its per-GB load cannot be told apart, and a micro job would be charged a large model's set-up.
 
 
 def stage_features(run_dir: Path, dev) -> dict[str, dict]:
@@ -126,13 +124,15 @@ def stage_features(run_dir: Path, dev) -> dict[str, dict]:
 
 
 def fit_runs(runs: list[Path], skip: set[tuple[str, str]], dev, min_wall: float = 20.0) -> dict:
-    """NNLS of the relative error per (run, stage) over the FITTED constants (rates as their inverse);
+    """NNLS of the relative error per (run, stage) over the forecast's constants (rates as their inverse);
     stages that took under ``min_wall`` seconds are left out (their wall is mostly Snakemake's)."""
     import numpy as np
     from forecast_check import measured
     from scipy.optimize import nnls
 
-    rows, names, fixed = [], [], []
+    from autoqra.forecast.core import FEATURES
+
+    rows, names = [], []
     for run in runs:
         meas = measured(run)
         for stage, st in stage_features(run, dev).items():
@@ -141,20 +141,19 @@ def fit_runs(runs: list[Path], skip: set[tuple[str, str]], dev, min_wall: float 
                 continue
             k = m["jobs"] / st["jobs"]  # copied jobs left out (their stage's jobs are alike)
             f = st["features"]
-            rows.append([k * f[c] / m["wall_s"] for c in FITTED])
-            fixed.append(k * sum(f[c] * getattr(dev, c) for c in KEPT) / m["wall_s"])
+            rows.append([k * f[c] / m["wall_s"] for c in FEATURES])
             names.append({"run": str(run), "stage": stage, "jobs": m["jobs"], "copied": m["copied"],
                           "wall_s": m["wall_s"]})
-    if len(rows) < len(FITTED):
+    if len(rows) < len(FEATURES):
         raise SystemExit(f"--fit-runs: {len(rows)} measured stages of >= {min_wall:.0f} s in {[str(r) for r in runs]}; "
-                         f"need at least {len(FITTED)} to fit {FITTED}")
-    A, b = np.array(rows), 1.0 - np.array(fixed)
-    x, _ = nnls(A, b)
-    pred = A @ x + np.array(fixed)
+                         f"need at least {len(FEATURES)} to fit {FEATURES}")
+    A = np.array(rows)
+    x, _ = nnls(A, np.ones(len(rows)))
+    pred = A @ x
     for n, r in zip(names, pred, strict=True):
         n["fitted_rel_error"] = float(r - 1.0)
     const = {c: (1.0 / v if c.endswith("_flops") else v) if v > 0 else (float("inf") if c.endswith("_flops") else 0.0)
-             for c, v in zip(FITTED, x, strict=True)}
+             for c, v in zip(FEATURES, x, strict=True)}
     return {"constants": {c: float(v) for c, v in const.items()}, "runs": [str(r) for r in runs],
             "skipped": sorted(f"{r}:{s}" for r, s in skip), "rows": names,
             "rms_rel_error": float(np.sqrt(np.mean((pred - 1.0) ** 2)))}

@@ -136,9 +136,9 @@ def _quant_factor(cfg: Mapping, dev: Device, phase: Phase) -> float:
 
 # A job's seconds are features x the device's constants: one feature per constant (job_seconds), so the
 # calibration (benchmarks/forecast_calibrate.py --fit-runs) fits the very formula the forecast uses.
-FEATURES = ("start_s", "load_s_per_gb", "quantize_s_per_gweight", "step_overhead_s", "train_flops", "score_flops")
 PART_OF = {"start_s": "start", "load_s_per_gb": "build", "quantize_s_per_gweight": "build",
            "step_overhead_s": "train", "train_flops": "train", "score_flops": "score"}
+FEATURES = tuple(PART_OF)
 
 
 def job_features(phase: Phase, cfg: Mapping, shape, dev: Device, model_dtype_bytes: float) -> dict[str, float]:
