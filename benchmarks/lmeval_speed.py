@@ -3,9 +3,13 @@
 Fine-tunes one plan (default QLoRA NF4 r8, the default's 30 steps, lr 1e-3, linear schedule) once,
 then scores it with lm-eval on the configured tasks three ways, each from a fresh ``autoqra.load``:
 
-- ``before``: the quantized PeftModel (what rule lm_eval scored until now), batch 16;
-- ``dense``: ``autoqra.quant.dense.dense_model`` (dequantized weights + merged LoRA), batch 16;
-- ``dense_b64``: the same at batch 64.
+- ``before``: the quantized PeftModel scored by lm-eval's own HFLM (what rule lm_eval did before #23);
+- ``dense``: ``autoqra.quant.dense.dense_model`` (dequantized weights + merged LoRA), lm-eval's HFLM;
+- ``dense_shared``: the dense copy scored by ``autoqra.lmeval_model.SharedContextLM`` (each shared
+  context computed once, packed rows, greedy generation reusing stored contexts): what rule lm_eval
+  does now (``lm_eval.dense`` and ``lm_eval.shared_context`` true),
+
+all at batch 16,
 
 and writes per-task scores, per-document agreement, wall and CPU times and the speed-ups to a JSON
 (default benchmarks/results/lmeval_speed_cpu.json). With one thread, CPU seconds measure the work even
@@ -38,19 +42,22 @@ from autoqra.quant.dense import dense_model  # noqa: E402
 from autoqra.train import Fidelity, TrainSettings  # noqa: E402
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "workflow" / "resources" / "lm_eval_tasks"
-MODES = {"before": (False, 16), "dense": (True, 16), "dense_b64": (True, 64)}
+MODES = {"before": (False, False), "dense": (True, False), "dense_shared": (True, True)}  # (dense, shared_context)
+BATCH = 16
 
 
 def _score(model_dir: Path, plan_path: Path, adapter: Path, cache: Path, include: Path, tasks: list[str],
-           limit: int | None, dense: bool, batch: int) -> dict:
+           limit: int | None, dense: bool, shared: bool) -> dict:
     load0, c0, t0 = os.getloadavg()[0], time.process_time(), time.perf_counter()
     built = autoqra.load(model_dir, plan_path, adapter, cache_dir=cache)
     model = dense_model(built.model) if dense else built.model
     t_load, c_load = time.perf_counter() - t0, time.process_time() - c0
-    out = run_lm_eval(model, built.tokenizer, tasks, include_path=include, limit=limit, batch_size=batch)
+    out = run_lm_eval(model, built.tokenizer, tasks, include_path=include, limit=limit, batch_size=BATCH,
+                      shared_context=shared)
     return {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0, "load_seconds": t_load,
             "load_cpu_seconds": c_load, "loadavg_1min": [load0, os.getloadavg()[0]], "docs": out["docs"],
-            "scores": {f"{r['task']}/{r['metric']}": r["value"] for r in tidy_results(out)}}
+            "scores": {f"{r['task']}/{r['metric']}": r["value"] for r in tidy_results(out)},
+            "request_seconds": out.get("request_seconds")}
 
 
 def main() -> None:
@@ -89,18 +96,17 @@ def main() -> None:
     include = prepare_tasks(TASK_DIR, args.data, work / "lm_eval")
     runs = {}
     for mode in args.modes:
-        dense, batch = MODES[mode]
         runs[mode] = _score(model_dir, plan_path, Path(rec["adapter"]), cache, include, args.tasks, args.limit,
-                            dense, batch)
+                            *MODES[mode])
         print(mode, f"{runs[mode]['seconds']:.1f} s", runs[mode]["scores"], flush=True)
     ref = runs.get("before")
     result = {"plan": plan.to_dict(), "plan_hash": plan.hash, "train_steps": args.steps, "train_seconds": t_train,
               "final_loss": rec["final_loss"], "tasks": args.tasks, "limit": args.limit,
-              "threads": torch.get_num_threads(), "modes": {k: {"dense": MODES[k][0], "batch_size": MODES[k][1]}
+              "threads": torch.get_num_threads(), "modes": {k: {"dense": MODES[k][0], "shared_context": MODES[k][1], "batch_size": BATCH}
                                                            for k in args.modes}}
     for mode, run in runs.items():
         entry = {k: run[k] for k in ("seconds", "cpu_seconds", "load_seconds", "load_cpu_seconds", "loadavg_1min",
-                                     "scores")}
+                                     "scores", "request_seconds")}
         entry["n_doc_rows"] = len(run["docs"])
         if ref is not None and mode != "before":
             entry["speedup"] = ref["seconds"] / run["seconds"]  # wall: shared machine, see loadavg_1min

@@ -77,11 +77,12 @@ def prepare_tasks(task_dir: str | os.PathLike, data_dir: str | os.PathLike, work
 def run_lm_eval(model: Any, tokenizer: Any, tasks: Sequence[str], *, include_path: str | os.PathLike | None,
                 limit: int | None = None, batch_size: int = 16, num_fewshot: int | None = None,
                 seed: int = 0, device: str | None = None, per_doc: bool = True,
-                max_length: int | None = None) -> dict[str, Any]:
+                max_length: int | None = None, shared_context: bool = True) -> dict[str, Any]:
     """``lm_eval.simple_evaluate`` on a model object; the JSON-ready result (results, versions,
     n-shot, n-samples, configs, higher_is_better, the ``max_length`` used: :func:`lm_eval_max_length`)
     and, with ``per_doc``, ``docs``: each document's metric values (``doc_rows``; the prompts and model
-    outputs lm-eval logs are not kept)."""
+    outputs lm-eval logs are not kept). ``shared_context`` scores with
+    :class:`autoqra.lmeval_model.SharedContextLM` (each distinct context run once), else lm-eval's HFLM."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -97,7 +98,10 @@ def run_lm_eval(model: Any, tokenizer: Any, tasks: Sequence[str], *, include_pat
                           f"{local} or a task of lm-eval's registry")
     if device is None:
         device = str(next(model.parameters()).device)
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device,
+    if shared_context:
+        from autoqra.lmeval_model import SharedContextLM
+    lm_class = SharedContextLM if shared_context else HFLM
+    lm = lm_class(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device,
               max_length=lm_eval_max_length(model, max_length))
     out = simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit, task_manager=tm,
                           log_samples=per_doc, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed,
@@ -105,6 +109,8 @@ def run_lm_eval(model: Any, tokenizer: Any, tasks: Sequence[str], *, include_pat
     keep = ("results", "groups", "group_subtasks", "configs", "versions", "n-shot", "higher_is_better", "n-samples")
     result = json.loads(json.dumps({k: out[k] for k in keep if k in out}, default=handle_non_serializable))
     result["max_length"] = int(lm.max_length)
+    if getattr(lm, "request_seconds", None):
+        result["request_seconds"] = dict(lm.request_seconds)  # SharedContextLM: wall seconds per request type
     if per_doc:
         result["docs"] = doc_rows(out.get("samples") or {}, tokenizer)
     return result
@@ -195,7 +201,7 @@ def evaluate_adapter(model_dir: str | os.PathLike, plan_path: str | os.PathLike,
     try:
         out = run_lm_eval(model, built.tokenizer, cfg["tasks"], include_path=include, limit=cfg["limit"],
                           batch_size=cfg["batch_size"], num_fewshot=cfg["num_fewshot"], seed=seed,
-                          max_length=cfg["max_length"])
+                          max_length=cfg["max_length"], shared_context=cfg.get("shared_context", True))
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     docs = out.pop("docs")

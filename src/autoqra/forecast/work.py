@@ -29,11 +29,19 @@ LM_EVAL_TASKS = {"arc_easy": (4, 2376, 60), "arc_challenge": (4, 1172, 70), "boo
                  "hellaswag": (4, 10042, 110), "openbookqa": (4, 500, 40), "piqa": (2, 1838, 60),
                  "winogrande": (2, 1267, 40), "mmlu": (4, 14042, 120), "wikitext": (1, 62, 4000),
                  "gsm8k": (256, 1319, 300)}
-# Local tasks, as tokens scored per document (measured: benchmarks/results/final_steps_cpu.json, CPU
-# seconds per task on SmolLM2 at the CPU scoring rate): synth_mc (one-token choices share their
-# context in lm-eval's batches) 54, synth_gen (prompt + up to 12 tokens, KV cache) 38, general_text
-# (78 held-out paragraphs, rolling log-likelihood) 216.
-LOCAL_TASKS = {"synth_mc": (1, None, 54), "synth_gen": (1, None, 38), "general_text": (1, 78, 216)}
+# Local tasks, as tokens scored per document: seconds per document on SmolLM2 at the CPU scoring rate.
+# lm-eval's HFLM (lm_eval.shared_context: false; benchmarks/results/final_steps_cpu.json): synth_mc
+# (one-token choices share their context in lm-eval's batches) 54, synth_gen (prompt + up to 12
+# tokens, KV cache) 38, general_text (rolling log-likelihood) 216 per paragraph.
+LOCAL_TASKS = {"synth_mc": (1, None, 54), "synth_gen": (1, None, 38), "general_text": (1, None, 216)}
+# autoqra.lmeval_model.SharedContextLM (lm_eval.shared_context: true, the default): its seconds per
+# request type on 300 + 300 + 42 documents (benchmarks/results/lmeval_speed_cpu.json, dense_shared:
+# 32.7, 7.2 and 14.3 s) at the fitted CPU scoring rate: synth_mc computes each prompt once 33, synth_gen
+# reuses synth_mc's prompts and decodes 7, general_text packs paragraphs 103 per paragraph.
+LOCAL_TASKS_SHARED = {"synth_mc": (1, None, 33), "synth_gen": (1, None, 7), "general_text": (1, None, 103)}
+# Held-out general-text paragraphs: the bundled corpus split by data.general_text.heldout_fraction
+# (autoqra.data.general_text; 78 at 0.3, 42 at 0.15).
+GENERAL_PARAGRAPHS = 260
 
 
 @dataclass
@@ -121,11 +129,14 @@ def lm_eval_work(cfg: Mapping) -> tuple[Work, list[str]]:
     """One lm-eval job: every configured task's requests (limit applied)."""
     le = cfg["lm_eval"]
     limit, n_test = le.get("limit"), int(cfg["data"]["n_test"])
+    local = LOCAL_TASKS_SHARED if le.get("shared_context", True) else LOCAL_TASKS
+    general = cfg["data"].get("general_text") or {}
+    n_general = max(1, round(float(general.get("heldout_fraction", 0.3)) * GENERAL_PARAGRAPHS))
     tokens, notes = 0.0, []
     for task in le["tasks"]:
-        if task in LOCAL_TASKS:
-            per, docs, length = LOCAL_TASKS[task]
-            docs = docs or n_test
+        if task in local:
+            per, docs, length = local[task]
+            docs = docs or (n_general if task == "general_text" else n_test)
         elif task in LM_EVAL_TASKS:
             per, docs, length = LM_EVAL_TASKS[task]
         else:
