@@ -36,9 +36,9 @@ LM_EVAL_TASKS = {"arc_easy": (4, 2376, 60), "arc_challenge": (4, 1172, 70), "boo
 LOCAL_TASKS = {"synth_mc": (1, None, 54), "synth_gen": (1, None, 38), "general_text": (1, None, 216)}
 # autoqra.lmeval_model.SharedContextLM (lm_eval.shared_context: true, the default): its seconds per
 # request type on 300 + 300 + 42 documents (benchmarks/results/lmeval_speed_cpu.json, dense_shared:
-# 32.7, 7.2 and 14.3 s) at the fitted CPU scoring rate: synth_mc computes each prompt once 33, synth_gen
-# reuses synth_mc's prompts and decodes 7, general_text packs paragraphs 103 per paragraph.
-LOCAL_TASKS_SHARED = {"synth_mc": (1, None, 33), "synth_gen": (1, None, 7), "general_text": (1, None, 103)}
+# 31.5, 7.2 and 13.9 s) at the fitted CPU scoring rate: synth_mc computes each prompt once 32, synth_gen
+# reuses synth_mc's prompts and decodes 7, general_text packs paragraphs 101 per paragraph.
+LOCAL_TASKS_SHARED = {"synth_mc": (1, None, 32), "synth_gen": (1, None, 7), "general_text": (1, None, 101)}
 # Held-out general-text paragraphs: the bundled corpus split by data.general_text.heldout_fraction
 # (autoqra.data.general_text; 78 at 0.3, 42 at 0.15).
 GENERAL_PARAGRAPHS = 260
