@@ -12,7 +12,8 @@ run stopped at its time limit still leaves what it measured):
           mixed plan (HQQ 2/3, NF4, int8): tokens/s and the measured CUDA peak vs
           autoqra.train_memory.predict_training_peak (the dense base is not resident: BaseModel);
   stage0  Stage 0 on a 4-block model of the same shape: measured peak vs the analytic estimate;
-  lm_eval one lm-eval call (bundled synth_mc task) on the NF4 model, with its bounded max_length.
+  lm_eval lm-eval (bundled synth_mc task) on the NF4 model, with its bounded max_length: SharedContextLM
+          and lm-eval's HFLM, per-document agreement.
 
     bash benchmarks/gpu_check.sh                          # on the GPU machine (installs .gpu_wheels)
     python benchmarks/gpu_check.py --device cpu --dry     # here: the same sections on the micro model
@@ -209,11 +210,18 @@ def lm_eval_section(base, work: Path, group: int, dry: bool) -> dict:
     include = prepare_tasks(tasks, work / "data", work / "lm_eval")
     built = build(base.model_dir, Plan.uniform(base.n_blocks, 4, 8, "nf4", group), cache_dir=work / "cache", base=base)
     built.model.eval()
-    t = time.perf_counter()
-    out = run_lm_eval(built.model, built.tokenizer, ["synth_mc"], include_path=include, limit=4 if dry else 32,
-                      batch_size=8, seed=0)
-    return {"max_length": out["max_length"], "rows": tidy_results(out), "n_doc_rows": len(out.get("docs", [])),
-            "seconds": time.perf_counter() - t}
+    runs = {}
+    for shared in (True, False):  # SharedContextLM (the pipeline's default) against lm-eval's own HFLM
+        t = time.perf_counter()
+        out = run_lm_eval(built.model, built.tokenizer, ["synth_mc"], include_path=include, limit=4 if dry else 32,
+                          batch_size=8, seed=0, shared_context=shared)
+        runs[shared] = (out, time.perf_counter() - t)
+    (out, seconds), (ref, ref_seconds) = runs[True], runs[False]
+    a = {(d["doc_id"], d["metric"]): d["value"] for d in out.get("docs", [])}
+    b = {(d["doc_id"], d["metric"]): d["value"] for d in ref.get("docs", [])}
+    return {"max_length": out["max_length"], "rows": tidy_results(out), "n_doc_rows": len(a),
+            "seconds": seconds, "hflm_seconds": ref_seconds, "hflm_rows": tidy_results(ref),
+            "docs_differing_from_hflm": sum(1 for k in a if a[k] != b.get(k))}
 
 
 def _free() -> None:
