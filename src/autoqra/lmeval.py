@@ -25,6 +25,7 @@ from autoqra.errors import ConfigError
 DATA_PLACEHOLDER = "__DATA_DIR__"
 DOC_COLUMNS = ("task", "doc_id", "metric", "value")  # the per-document file beside the lm-eval JSON
 GENERAL_HELDOUT = "general_heldout.jsonl"  # written by data_prepare (autoqra.data.general_text)
+CONTEXT_STORE_BYTES = 1 << 30  # SharedContextLM keeps at most this many bytes of stored prompts' keys/values
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's context when lm_eval.max_length is null (capped by the model's)
 
 

@@ -80,11 +80,23 @@ def peak_bytes(phase: Phase, cfg: Mapping, shape, dev: Device) -> float:
     peak = pred["total"]
     if phase.plan == "lm_eval":
         peak = pred["weights"] + pred["lora"] + 2 * 4.0 * int(cfg["lm_eval"]["batch_size"]) * 512 * shape.vocab_size
+        if cfg["lm_eval"].get("shared_context", True):  # SharedContextLM's stored prompts (capped)
+            peak += lm_eval_context_store(cfg, shape, nb)
     if phase.plan == "stage0":  # Stage 0's own analytic footprint (autoqra.sensitivity.footprint, CUDA overhead included)
         return stage0_peak(cfg, shape, dev)
     if dev.kind == "gpu":
         peak = (peak + 1 * GB) * 1.10
     return peak
+
+
+def lm_eval_context_store(cfg: Mapping, shape, dtype_bytes: float) -> float:
+    """Bytes of keys/values SharedContextLM keeps for the test prompts (~64 tokens each on the
+    synthetic data, 512 assumed otherwise), at most its cap (autoqra.lmeval_model)."""
+    from autoqra.lmeval import CONTEXT_STORE_BYTES
+
+    per_token = 2 * shape.n_blocks * shape.n_kv_heads * shape.head_dim * dtype_bytes
+    tokens = int(cfg["data"]["n_test"]) * (64 if cfg["data"]["source"] == "synthetic" else 512)
+    return min(float(CONTEXT_STORE_BYTES), per_token * tokens)
 
 
 def stage0_peak(cfg: Mapping, shape, dev: Device) -> float:
