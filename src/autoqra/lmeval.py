@@ -1,8 +1,10 @@
 """Benchmarking a fine-tuned plan with lm-evaluation-harness (rule lm_eval).
 
-The model is rebuilt with ``autoqra.load`` (quantized base from the cache + trained adapter) and
-handed to lm-eval as a model object (``HFLM(pretrained=<PeftModel>)``), so what is benchmarked is
-exactly the quantized model that was trained.
+The model is rebuilt with ``autoqra.load`` (quantized base from the cache + trained adapter), by
+default turned into its dense scoring copy (``autoqra.quant.dense``: the same function, dense
+matmuls), and handed to lm-eval as a model object (``SharedContextLM(pretrained=<model>)``,
+:mod:`autoqra.lmeval_model`: lm-eval's HFLM computing each shared prompt once), so what is
+benchmarked is the quantized model that was trained, up to float rounding.
 
 Offline tasks over the bundled test split live in ``workflow/resources/lm_eval_tasks/`` as YAML
 templates: ``__DATA_DIR__`` is replaced by the absolute path of a prepared copy of the split whose
