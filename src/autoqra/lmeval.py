@@ -25,6 +25,7 @@ from typing import Any
 from autoqra.errors import ConfigError
 
 DATA_PLACEHOLDER = "__DATA_DIR__"
+WORK_DIR = "<lm_eval work dir>"  # stands for the job's scratch directory in a stored result
 DOC_COLUMNS = ("task", "doc_id", "metric", "value")  # the per-document file beside the lm-eval JSON
 GENERAL_HELDOUT = "general_heldout.jsonl"  # written by data_prepare (autoqra.data.general_text)
 CONTEXT_STORE_BYTES = 1 << 30  # SharedContextLM keeps at most this many bytes of stored prompts' keys/values
@@ -207,6 +208,9 @@ def evaluate_adapter(model_dir: str | os.PathLike, plan_path: str | os.PathLike,
                           max_length=cfg["max_length"], shared_context=cfg.get("shared_context", True))
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+    # the task configs name files of the job's scratch directory (deleted above): name it WORK_DIR, so
+    # that a result does not depend on which method's job computed it (a shared run's copy is the same)
+    out = json.loads(json.dumps(out).replace(json.dumps(str(Path(work_dir).resolve()))[1:-1], WORK_DIR))
     docs = out.pop("docs")
     out["plan_hash"] = built.plan.hash
     return out, docs

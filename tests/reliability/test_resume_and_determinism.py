@@ -26,8 +26,10 @@ pytestmark = pytest.mark.reliability
 VOLATILE = re.compile(r"(seconds|hours|_time|time_|^time$|^timings$|elapsed|tokens_per_s|per_second|throughput|"
                       r"^cached$|^shared_from$|^quant_cache$|^fresh_|^trained$|^trained_|^created|^date|^host|hostname|^pid$|^git$|^git_|^cwd$|"
                       r"^python_executable$|^start|^end$|^finished|^duration|^total_evaluation_time)")
-# Whole files that record how a run went rather than what it produced.
-SKIP = re.compile(r"^(logs/|benchmarks/)")
+# Whole files that record how a run went rather than what it produced: logs, timings, and the shared-run
+# store (cache/runs: which method's job computed an identical plan's run first depends on scheduling;
+# the copies every method gets under results/ are compared).
+SKIP = re.compile(r"^(logs/|benchmarks/|cache/runs/)")
 
 
 def _strip(obj, root: str):

@@ -101,3 +101,22 @@ def test_lm_eval_on_offline_tasks(tuned):
     assert all(0.0 <= v <= 1.0 for v in rows.values())
     with pytest.raises(ConfigError, match="unknown task"):
         run_lm_eval(built.model, built.tokenizer, ["no_such_task"], include_path=include, limit=2)
+
+
+def test_evaluate_adapter_result_does_not_name_its_scratch_directory(tuned):
+    """A shared run's result is copied to every method with the same plan: it must not depend on which
+    method's job (scratch directory) computed it."""
+    from autoqra.lmeval import WORK_DIR, evaluate_adapter
+
+    root, rec = tuned
+    plan_path = root / "plan.json"
+    PLAN.save(plan_path)
+    cfg = {"tasks": ["synth_mc"], "limit": 3, "batch_size": 8, "num_fewshot": None, "max_length": 64,
+           "dense": True, "shared_context": True}
+    outs = [evaluate_adapter(root / "m", plan_path, root / "run/adapter", cfg, task_dir=TASKS, data_dir=root / "data",
+                             work_dir=root / name, cache_dir=root / "cache", seed=0) for name in ("a.work", "b.work")]
+    (a, docs_a), (b, docs_b) = outs
+    a.pop("request_seconds"), b.pop("request_seconds")
+    assert a == b and docs_a == docs_b
+    text = json.dumps(a)
+    assert WORK_DIR in text and str(root / "a.work") not in text
