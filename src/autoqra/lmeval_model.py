@@ -70,6 +70,16 @@ _PROCESSORS = {"repetition_penalty": (None, 1.0), "no_repeat_ngram_size": (None,
                "exponential_decay_length_penalty": (None,), "force_words_ids": (None,), "constraints": (None,)}
 
 
+def _cache_of(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+    """A transformers DynamicCache holding ``layers`` ((keys, values) per layer, [batch, heads, seq, dim])."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for i, (k, v) in enumerate(layers):
+        cache.update(k, v, i)
+    return cache
+
+
 def _common_prefix(seqs: list[tuple[int, ...]]) -> tuple[int, ...]:
     """The longest token sequence every one of ``seqs`` starts with."""
     first = min(seqs, key=len)
@@ -195,6 +205,8 @@ class SharedContextLM(HFLM):
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = torch.full((n, total), pad, dtype=torch.long)
         positions = torch.zeros((n, total), dtype=torch.long)
+        # one request per row (long rolling windows): plain causal rows, a 2-D padding mask; else a tree mask
+        plain = not p and all(len(row) == 1 for _, row in rows)
         allowed = torch.zeros((n, total, p + total), dtype=torch.bool)
         allowed[:, :, :p] = True  # the common prefix, in the cache
         causal = torch.ones((total, total), dtype=torch.bool).tril()
@@ -224,10 +236,9 @@ class SharedContextLM(HFLM):
             starts.append(c0)
             spans.append(row_spans)
         allowed[:, :, p:] |= torch.eye(total, dtype=torch.bool)  # a padding token sees itself (no empty row)
-        if not p and all(len(row) == 1 for _, row in rows):
-            # one request per row (long rolling windows): plain causal rows, a 2-D padding mask
-            mask = torch.stack([torch.arange(total) >= total - len(ctx) - t for (ctx, _), t in zip(rows, tails, strict=True)])
-            mask = mask.long()
+        if plain:
+            mask = torch.stack([torch.arange(total) >= total - len(ctx) - t
+                                for (ctx, _), t in zip(rows, tails, strict=True)]).long()
         elif self.model.config._attn_implementation == "eager":
             dtype = next(self.model.parameters()).dtype
             mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
@@ -236,12 +247,7 @@ class SharedContextLM(HFLM):
         kwargs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device),
                   "position_ids": positions.to(self.device), "use_cache": True}
         if p:
-            from transformers import DynamicCache
-
-            cache = DynamicCache()
-            for layer, (k, v) in enumerate(pkv):
-                cache.update(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1), layer)
-            kwargs["past_key_values"] = cache
+            kwargs["past_key_values"] = _cache_of([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in pkv])
         # the output layer only where a log-probability is read: each row's last context token and its
         # continuation tokens
         cells = sorted({(i, c) for i, row_spans in enumerate(spans) for _, cols in row_spans for c in cols})
@@ -353,8 +359,6 @@ class SharedContextLM(HFLM):
 
     def _prefill(self, contexts: list[tuple[int, ...]]):
         """Prompt forward reusing stored prefixes: (cache, attention mask, next positions, last logits)."""
-        from transformers import DynamicCache
-
         n = len(contexts)
         plen = [self._stored_prefix(c) for c in contexts]
         width_p = max(plen)
@@ -371,16 +375,13 @@ class SharedContextLM(HFLM):
             positions[i, width_r - len(rest):] = torch.arange(p, len(c))
         ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
         kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": True}
-        if width_p:
-            cache = DynamicCache()
+        if width_p:  # each row's stored prefix, left-padded to the longest
+            layers = []
             for layer in range(len(self._store[contexts[plen.index(width_p)][:width_p]])):
-                keys, values = [], []
-                for c, p in zip(contexts, plen, strict=True):
-                    k, v = self._store[c[:p]][layer] if p else self._empty_kv(layer)
-                    keys.append(torch.nn.functional.pad(k, (0, 0, width_p - p, 0)))
-                    values.append(torch.nn.functional.pad(v, (0, 0, width_p - p, 0)))
-                cache.update(torch.stack(keys), torch.stack(values), layer)
-            kwargs["past_key_values"] = cache
+                kv = [self._store[c[:p]][layer] if p else self._empty_kv(layer) for c, p in zip(contexts, plen, strict=True)]
+                layers.append(tuple(torch.stack([torch.nn.functional.pad(x[j], (0, 0, width_p - p, 0))
+                                                 for x, p in zip(kv, plen, strict=True)]) for j in (0, 1)))
+            kwargs["past_key_values"] = _cache_of(layers)
         try:
             out = self._forward(**kwargs, logits_to_keep=1)
         except TypeError:

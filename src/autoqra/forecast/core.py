@@ -90,12 +90,12 @@ def peak_bytes(phase: Phase, cfg: Mapping, shape, dev: Device) -> float:
 
 
 def lm_eval_context_store(cfg: Mapping, shape, dtype_bytes: float) -> float:
-    """Bytes of keys/values SharedContextLM keeps for the test prompts (~64 tokens each on the
-    synthetic data, 512 assumed otherwise), at most its cap (autoqra.lmeval_model)."""
+    """Bytes of keys/values SharedContextLM keeps for the test prompts, bounded by data.max_seq_len
+    tokens per prompt and by its cap (autoqra.lmeval.CONTEXT_STORE_BYTES)."""
     from autoqra.lmeval import CONTEXT_STORE_BYTES
 
     per_token = 2 * shape.n_blocks * shape.n_kv_heads * shape.head_dim * dtype_bytes
-    tokens = int(cfg["data"]["n_test"]) * (64 if cfg["data"]["source"] == "synthetic" else 512)
+    tokens = int(cfg["data"]["n_test"]) * int(cfg["data"].get("max_seq_len") or 512)
     return min(float(CONTEXT_STORE_BYTES), per_token * tokens)
 
 
